@@ -1,0 +1,163 @@
+//! One downstream connection: the codec (HTTP/1.1, h2c prior knowledge, or auto-detected),
+//! connection stats, and graceful close when the listener drains.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::hcm::HttpConnectionManager;
+use crate::stats::ListenerStats;
+
+/// What a request may know about its connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub id: u64,
+    /// Requests in flight, and when the last one ended (ms since the connection opened):
+    /// the connection idle timeout counts from there.
+    pub active_requests: AtomicUsize,
+    pub last_activity_ms: AtomicU64,
+    pub opened: Instant,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, local: SocketAddr, id: u64) -> Self {
+        ConnInfo {
+            remote,
+            local,
+            id,
+            active_requests: AtomicUsize::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
+    }
+
+    pub fn request_started(&self) {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_ended(&self) {
+        self.last_activity_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle-expired if nothing happens meanwhile.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.active_requests.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        Some(self.opened + last + idle)
+    }
+}
+
+const PROTO_UNKNOWN: u8 = 0;
+const PROTO_H1: u8 = 1;
+const PROTO_H2: u8 = 2;
+
+/// Serves `stream` until the peer closes it, it idles out, or `drain` turns true (then
+/// in-flight requests finish and the connection closes gracefully: `connection: close`
+/// on HTTP/1.1, GOAWAY on HTTP/2).
+pub async fn serve_connection(
+    stream: TcpStream,
+    info: ConnInfo,
+    hcm: Arc<HttpConnectionManager>,
+    listener: Arc<ListenerStats>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let opened = info.opened;
+    listener.downstream_cx_total.inc();
+    listener.downstream_cx_active.inc();
+    let s = &hcm.stats;
+    s.downstream_cx_total.inc();
+    s.downstream_cx_active.inc();
+    let info = Arc::new(info);
+    // The codec in use is known at the first request (AUTO detects it from the preface).
+    let proto = Arc::new(AtomicU8::new(PROTO_UNKNOWN));
+    let service = {
+        let hcm = hcm.clone();
+        let info = info.clone();
+        let proto = proto.clone();
+        service_fn(move |req: Request<Incoming>| {
+            if proto.load(Ordering::Relaxed) == PROTO_UNKNOWN {
+                let p = if req.version() == http::Version::HTTP_2 { PROTO_H2 } else { PROTO_H1 };
+                proto.store(p, Ordering::Relaxed);
+                if p == PROTO_H2 {
+                    hcm.stats.downstream_cx_http2_total.inc();
+                    hcm.stats.downstream_cx_http2_active.inc();
+                } else {
+                    hcm.stats.downstream_cx_http1_total.inc();
+                    hcm.stats.downstream_cx_http1_active.inc();
+                }
+            }
+            let hcm = hcm.clone();
+            let info = info.clone();
+            info.request_started();
+            async move { Ok::<_, Infallible>(hcm.handle(req, info).await) }
+        })
+    };
+    let idle = hcm.spec.idle_timeout;
+    {
+        let conn = hcm.builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let mut draining = *drain.borrow();
+        if draining {
+            conn.as_mut().graceful_shutdown();
+        }
+        // Envoy's connection idle timeout: no request in flight for `idle_timeout`.
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let idle_sleep = tokio::time::sleep(idle.unwrap_or(far));
+        tokio::pin!(idle_sleep);
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if r.is_err() {
+                        hcm.stats.downstream_cx_protocol_error.inc();
+                    }
+                    break;
+                }
+                _ = idle_sleep.as_mut(), if idle.is_some() && !draining => {
+                    let Some(idle) = idle else { continue };
+                    match info.idle_deadline(idle) {
+                        Some(d) if d <= Instant::now() => {
+                            hcm.stats.downstream_cx_idle_timeout.inc();
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        Some(d) => idle_sleep.as_mut().reset(d.into()),
+                        None => idle_sleep.as_mut().reset((Instant::now() + idle).into()),
+                    }
+                }
+                changed = drain.changed(), if !draining => {
+                    if changed.is_err() || *drain.borrow() {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+    match proto.load(Ordering::Relaxed) {
+        PROTO_H1 => s.downstream_cx_http1_active.dec(),
+        PROTO_H2 => s.downstream_cx_http2_active.dec(),
+        _ => {}
+    }
+    let ms = opened.elapsed().as_millis() as u64;
+    s.downstream_cx_active.dec();
+    s.downstream_cx_destroy.inc();
+    s.downstream_cx_length_ms.record(ms);
+    listener.downstream_cx_active.dec();
+    listener.downstream_cx_destroy.inc();
+    listener.downstream_cx_length_ms.record(ms);
+}

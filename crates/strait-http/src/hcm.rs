@@ -1,0 +1,214 @@
+//! The HTTP connection manager: per request, check the request, pick the virtual host and
+//! route, and hand off to the router or answer locally.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use strait_accesslog::{AccessLogSink, Formatter, ResponseFlag};
+use strait_config::model::{Codec, HcmSpec, RouteAction, ServerHeader};
+use strait_stats::Store;
+use strait_upstream::ClusterManager;
+
+use crate::body::ResponseBody;
+use crate::conn::ConnInfo;
+use crate::finish::Finish;
+use crate::local_reply::local_reply;
+use crate::router;
+use crate::stats::HcmStats;
+
+/// One HTTP connection manager instance (one per listener filter chain), shared by every
+/// connection of that listener on every worker. Immutable.
+pub struct HttpConnectionManager {
+    pub spec: Arc<HcmSpec>,
+    pub stats: HcmStats,
+    pub clusters: Arc<ClusterManager>,
+    pub access_logs: Vec<(Arc<AccessLogSink>, Arc<Formatter>)>,
+    pub server_name: HeaderValue,
+    pub via: Option<HeaderValue>,
+    /// The codec settings, built once.
+    pub builder: auto::Builder<TokioExecutor>,
+}
+
+impl std::fmt::Debug for HttpConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConnectionManager").field("stat_prefix", &self.spec.stat_prefix).finish()
+    }
+}
+
+impl HttpConnectionManager {
+    pub fn new(
+        spec: Arc<HcmSpec>,
+        clusters: Arc<ClusterManager>,
+        store: &Store,
+    ) -> std::io::Result<Self> {
+        let mut access_logs = Vec::new();
+        for l in &spec.access_logs {
+            let sink = match &l.sink {
+                strait_config::model::AccessLogSink::File(p) => AccessLogSink::file(p)?,
+                strait_config::model::AccessLogSink::Stdout => AccessLogSink::stdout(),
+                strait_config::model::AccessLogSink::Stderr => AccessLogSink::stderr(),
+            };
+            access_logs.push((sink, l.format.clone()));
+        }
+        let server_name = HeaderValue::from_str(&spec.server_name)
+            .unwrap_or_else(|_| HeaderValue::from_static("envoy"));
+        let via = spec.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        {
+            let mut h1 = builder.http1();
+            h1.keep_alive(true)
+                .half_close(false)
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .max_headers(spec.max_headers_count as usize)
+                // hyper answers 431 when the header block does not fit this buffer.
+                .max_buf_size((spec.max_request_headers_kb as usize * 1024).max(8192));
+        }
+        {
+            let mut h2 = builder.http2();
+            h2.timer(TokioTimer::new())
+                .max_header_list_size(spec.max_request_headers_kb.saturating_mul(1024))
+                .max_concurrent_streams(spec.h2.max_concurrent_streams.unwrap_or(1024))
+                .initial_stream_window_size(spec.h2.initial_stream_window_size)
+                .initial_connection_window_size(spec.h2.initial_connection_window_size);
+        }
+        let builder = match spec.codec {
+            Codec::Auto => builder,
+            Codec::Http1 => builder.http1_only(),
+            Codec::Http2 => builder.http2_only(),
+        };
+        Ok(HttpConnectionManager {
+            stats: HcmStats::new(store, &spec.stat_prefix),
+            spec,
+            clusters,
+            access_logs,
+            server_name,
+            via,
+            builder,
+        })
+    }
+
+    /// Sets `server` as `server_header_transformation` says.
+    pub fn apply_server_header(&self, h: &mut HeaderMap) {
+        match self.spec.server_header {
+            ServerHeader::Overwrite => {
+                h.insert(header::SERVER, self.server_name.clone());
+            }
+            ServerHeader::AppendIfAbsent => {
+                if !h.contains_key(header::SERVER) {
+                    h.insert(header::SERVER, self.server_name.clone());
+                }
+            }
+            ServerHeader::PassThrough => {}
+        }
+    }
+
+    /// Handles one downstream request to completion of its response headers.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<ResponseBody> {
+        let s = &self.stats;
+        s.downstream_rq_total.inc();
+        s.downstream_rq_active.inc();
+        let protocol = match req.version() {
+            Version::HTTP_2 => {
+                s.downstream_rq_http2_total.inc();
+                "HTTP/2"
+            }
+            Version::HTTP_10 => {
+                s.downstream_rq_http1_total.inc();
+                "HTTP/1.0"
+            }
+            _ => {
+                s.downstream_rq_http1_total.inc();
+                "HTTP/1.1"
+            }
+        };
+        let mut finish = Finish::new(self.clone(), conn.clone(), protocol);
+        let is_head = req.method() == Method::HEAD;
+        if let Some(l) = finish.log.as_mut() {
+            l.method = req.method().as_str().to_string();
+            l.path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+            l.scheme = "http";
+        }
+
+        if req.version() == Version::HTTP_10 && !self.spec.accept_http_10 {
+            // Envoy refuses HTTP/1.0 unless `accept_http_10` is set.
+            return local_reply(&self, 426, None, Some(finish), "low_version");
+        }
+        let Some(authority) = authority_of(&req, self.spec.default_host_for_http_10.as_deref()) else {
+            return local_reply(&self, 400, Some(Bytes::from_static(b"missing host header")), Some(finish), "missing_host_header");
+        };
+        if let Some(l) = finish.log.as_mut() {
+            l.authority = authority.clone();
+            l.request_headers = req.headers().clone();
+        }
+
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let host_lc;
+        let host: &str = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            host_lc = authority.to_ascii_lowercase();
+            &host_lc
+        } else {
+            &authority
+        };
+        let table = &self.spec.routes;
+        let route = table.find_vhost(host).and_then(|vh| vh.find_route(path));
+        let Some(route) = route else {
+            s.no_route.inc();
+            finish.flags.insert(ResponseFlag::NoRouteFound);
+            return local_reply(&self, 404, None, Some(finish), "route_not_found");
+        };
+        if let Some(l) = finish.log.as_mut() {
+            l.route_name = route.name.clone();
+        }
+        match &route.action {
+            RouteAction::DirectResponse { status, body } => {
+                s.rq_direct_response.inc();
+                let mut resp = local_reply(&self, *status, body.clone(), Some(finish), "direct_response");
+                if is_head {
+                    resp.body_mut().mark_complete();
+                }
+                resp
+            }
+            RouteAction::Cluster { cluster, timeout, cluster_not_found_status } => {
+                s.rq_total.inc();
+                let Some(cluster) = self.clusters.get(cluster).cloned() else {
+                    s.no_cluster.inc();
+                    finish.flags.insert(ResponseFlag::NoClusterFound);
+                    return local_reply(&self, *cluster_not_found_status, None, Some(finish), "cluster_not_found");
+                };
+                let target = router::Target { cluster, timeout: *timeout, authority: &authority };
+                let mut resp = router::forward(&self, req, target, &conn, finish).await;
+                if is_head {
+                    resp.body_mut().mark_complete();
+                }
+                resp
+            }
+        }
+    }
+}
+
+/// The request's authority: `:authority` (HTTP/2 or absolute-form URI) or `Host`.
+fn authority_of(req: &Request<Incoming>, default_http10: Option<&str>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    if let Some(h) = req.headers().get(header::HOST)
+        && let Ok(h) = h.to_str()
+        && !h.is_empty()
+    {
+        return Some(h.to_string());
+    }
+    if req.version() == Version::HTTP_10 {
+        return default_http10.map(str::to_string);
+    }
+    None
+}

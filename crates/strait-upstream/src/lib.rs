@@ -1,0 +1,14 @@
+//! The cluster manager: clusters and their hosts, load balancing, and per-worker upstream
+//! connection pools for HTTP/1.1 and HTTP/2.
+//!
+//! Owns: host selection, connecting (with `connect_timeout`), pooling and reusing upstream
+//! connections, cluster and host stats. Does not own: what a request looks like (the HTTP
+//! connection manager builds it) or retries (the router decides).
+
+pub mod body;
+pub mod cluster;
+pub mod pool;
+
+pub use body::{RequestBody, StreamCounters};
+pub use cluster::{Cluster, ClusterManager, Host};
+pub use pool::{UpstreamError, UpstreamResponse, send_request};
