@@ -40,6 +40,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     h.insert("cache-control", http::HeaderValue::from_static("no-cache, max-age=0"));
     h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    h.insert(header::SERVER, http::HeaderValue::from_static("envoy"));
     r
 }
 

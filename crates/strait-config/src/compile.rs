@@ -463,7 +463,7 @@ fn compile_route(
         Some(PS::Path(p)) => PathMatcher::Path { path: p.clone(), case_sensitive },
         Some(PS::SafeRegex(re)) => {
             // Envoy's safe_regex must match the whole path: anchor it.
-            match regex::Regex::new(&format!("^(?:{})$", re.regex)) {
+            match regex::Regex::new(&re.regex).and_then(|_| regex::Regex::new(&format!("^(?:{})$", re.regex))) {
                 Ok(re) => PathMatcher::Regex(re),
                 Err(e) => {
                     errs.push(mp.field("safe_regex").field("regex").to_string(), format!("invalid regex {:?}: {e}", re.regex));

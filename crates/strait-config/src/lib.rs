@@ -79,14 +79,23 @@ pub fn compile_message(msg: &DynamicMessage, opts: &CompileOptions) -> Result<Co
     let root = FieldPath::root();
     pgv::validate(msg, &root, &mut errs);
     supported::check_supported(msg, &root, &mut errs);
-    if !errs.is_empty() {
-        return Err(errs);
-    }
     let typed: Bootstrap = msg
         .transcode_to()
         .map_err(|e| ConfigErrors::one("", format!("cannot decode the bootstrap: {e}")))?;
     let json = to_envoy_json(msg);
-    compile::compile(&typed, json, opts, &mut errs).ok_or(errs)
+    // Compile even when earlier stages found problems, so one run reports every error
+    // (route to an undefined cluster, bad regex, duplicates...); one error per field path.
+    let mut compile_errs = ConfigErrors::default();
+    let config = compile::compile(&typed, json, opts, &mut compile_errs);
+    for e in compile_errs.0 {
+        if !errs.0.iter().any(|x| x.path == e.path) {
+            errs.0.push(e);
+        }
+    }
+    match config {
+        Some(c) if errs.is_empty() => Ok(c),
+        _ => Err(errs),
+    }
 }
 
 /// A message as Envoy prints it in `/config_dump`: proto field names, `@type` in `Any`s.

@@ -73,8 +73,17 @@ pub fn message_from_json(
         Ok(m) => Ok(m),
         Err(e) => {
             let path = track.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            Err(ConfigErrors::one(path, explain_serde_error(&e.to_string())))
+            let mut path = if path == "." { String::new() } else { path };
+            let msg = e.to_string();
+            // The tracked path stops at the message holding the unknown key: add the key.
+            if let Some(rest) = msg.strip_prefix("unrecognized field name ") {
+                let key = rest.trim_matches(|c| c == '\'' || c == '"' || c == '`');
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Err(ConfigErrors::one(path, explain_serde_error(&msg)))
         }
     }
 }

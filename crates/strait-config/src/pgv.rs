@@ -65,8 +65,10 @@ fn validate_message(e: &Exts, msg: &DynamicMessage, path: &FieldPath, errs: &mut
         let set = msg.has_field(&field);
         let in_oneof = field.containing_oneof().is_some();
         let rules = field_rules(e, &field);
-        if !set && (in_oneof || field.supports_presence() && !field.is_list() && !field.is_map())
-        {
+        if !set && in_oneof {
+            continue; // an unset oneof member: no rule applies
+        }
+        if !set && field.supports_presence() && !field.is_list() && !field.is_map() {
             // Absent: only "required" rules apply.
             if let Some(r) = &rules
                 && is_required(r)

@@ -28,6 +28,11 @@ pub struct ConnInfo {
     pub active_requests: AtomicUsize,
     pub last_activity_ms: AtomicU64,
     pub opened: Instant,
+    /// The last request head read carried both `content-length` and `transfer-encoding`
+    /// (hyper drops the former; Envoy refuses such requests with 400).
+    pub head_has_cl_and_te: std::sync::atomic::AtomicBool,
+    /// A local reply with `connection: close` was sent: nothing more is read or answered.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 impl ConnInfo {
@@ -39,6 +44,8 @@ impl ConnInfo {
             active_requests: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             opened: Instant::now(),
+            head_has_cl_and_te: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -109,7 +116,8 @@ pub async fn serve_connection(
     };
     let idle = hcm.spec.idle_timeout;
     {
-        let conn = hcm.builder.serve_connection(TokioIo::new(stream), service);
+        let io = crate::io::DownstreamIo::new(stream, info.clone(), hcm.clone());
+        let conn = hcm.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut draining = *drain.borrow();
         if draining {

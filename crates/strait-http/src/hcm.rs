@@ -17,7 +17,7 @@ use strait_upstream::ClusterManager;
 use crate::body::ResponseBody;
 use crate::conn::ConnInfo;
 use crate::finish::Finish;
-use crate::local_reply::local_reply;
+use crate::local_reply::{local_reply, local_reply_with};
 use crate::router;
 use crate::stats::HcmStats;
 
@@ -141,10 +141,18 @@ impl HttpConnectionManager {
 
         if req.version() == Version::HTTP_10 && !self.spec.accept_http_10 {
             // Envoy refuses HTTP/1.0 unless `accept_http_10` is set.
-            return local_reply(&self, 426, None, Some(finish), "low_version");
+            conn.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+            return local_reply_with(&self, 426, Some(Bytes::from_static(b"Upgrade Required")), Some(finish), "low_version", true);
+        }
+        if conn.head_has_cl_and_te.load(std::sync::atomic::Ordering::Relaxed)
+            && req.headers().contains_key(header::TRANSFER_ENCODING)
+        {
+            conn.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+            return local_reply_with(&self, 400, Some(Bytes::from_static(b"Bad Request")), Some(finish), "http1.content_length_and_chunked_not_allowed", true);
         }
         let Some(authority) = authority_of(&req, self.spec.default_host_for_http_10.as_deref()) else {
-            return local_reply(&self, 400, Some(Bytes::from_static(b"missing host header")), Some(finish), "missing_host_header");
+            conn.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+            return local_reply_with(&self, 400, None, Some(finish), "missing_host_header", true);
         };
         if let Some(l) = finish.log.as_mut() {
             l.authority = authority.clone();

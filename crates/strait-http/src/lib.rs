@@ -15,6 +15,7 @@ pub mod conn;
 pub mod finish;
 pub mod hcm;
 pub mod headers;
+pub mod io;
 pub mod local_reply;
 pub mod router;
 pub mod stats;

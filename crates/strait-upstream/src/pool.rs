@@ -44,7 +44,8 @@ impl UpstreamError {
     /// Envoy's wording of the reset reason in local replies and logs.
     pub fn reset_reason(&self) -> &'static str {
         match self {
-            UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => "connection failure",
+            UpstreamError::ConnectFailure(_) => "remote connection failure",
+            UpstreamError::ConnectTimeout => "connection timeout",
             UpstreamError::Reset(_) => "connection termination",
         }
     }
@@ -217,6 +218,11 @@ async fn send_h1(
             }
             None => (new_h1(cluster, host).await?, 0, true),
         };
+        if fresh {
+            cluster.stats.upstream_rq_pending_total.inc();
+        }
+        cluster.stats.upstream_rq_total.inc();
+        host.stats.rq_total.inc();
         match tx.try_send_request(req).await {
             Ok(resp) => {
                 let uses = uses + 1;
@@ -273,6 +279,8 @@ async fn send_h2(
         }
     };
     tx.ready().await.map_err(UpstreamError::Reset)?;
+    cluster.stats.upstream_rq_total.inc();
+    host.stats.rq_total.inc();
     match tx.try_send_request(req).await {
         Ok(resp) => Ok(wrap_response(resp, None)),
         Err(e) => Err(UpstreamError::Reset(e.into_error())),
