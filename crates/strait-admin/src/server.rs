@@ -29,6 +29,8 @@ pub struct AdminContext {
     pub version: String,
     /// `command_line_options` for `/server_info`, as Envoy prints them.
     pub command_line: serde_json::Value,
+    /// `admin.access_log`: every admin request is logged like a proxied one.
+    pub access_logs: Vec<(Arc<strait_accesslog::AccessLogSink>, Arc<strait_accesslog::Formatter>)>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -50,12 +52,44 @@ const JSON: &str = "application/json";
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve_admin(listener: TcpListener, ctx: Arc<AdminContext>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let local = stream.local_addr().ok();
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, req)) }
+                async move {
+                    let start = std::time::Instant::now();
+                    let start_time = std::time::SystemTime::now();
+                    let method = req.method().as_str().to_string();
+                    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+                    let headers = (!ctx.access_logs.is_empty()).then(|| req.headers().clone());
+                    let resp = handle(&ctx, req);
+                    if let Some(headers) = headers {
+                        let ctx_log = strait_accesslog::LogContext {
+                            start_time,
+                            method: Some(&method),
+                            path: Some(&path),
+                            request_headers: Some(&headers),
+                            response_headers: Some(resp.headers()),
+                            protocol: Some("HTTP/1.1"),
+                            response_code: resp.status().as_u16(),
+                            bytes_sent: http_body::Body::size_hint(resp.body()).exact().unwrap_or(0),
+                            duration: Some(start.elapsed()),
+                            downstream_remote_address: Some(peer),
+                            downstream_direct_remote_address: Some(peer),
+                            downstream_local_address: local,
+                            ..Default::default()
+                        };
+                        let mut line = Vec::with_capacity(256);
+                        for (sink, fmt) in &ctx.access_logs {
+                            line.clear();
+                            fmt.render(&ctx_log, &mut line);
+                            sink.write(&line);
+                        }
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -1,6 +1,7 @@
 //! What Strait implements, field by field. A field that is set in a config but not listed
 //! here is an error naming its path: nothing is silently ignored. This table is also the
-//! source of `docs/compatibility.md`'s field list (`strait --print-supported`).
+//! source of `docs/supported-fields.md` (a test keeps the two in sync; regenerate with
+//! `STRAIT_REGEN_DOCS=1 cargo test -p strait-config supported`).
 
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 
@@ -199,5 +200,56 @@ pub fn check_supported(msg: &DynamicMessage, path: &FieldPath, errs: &mut Config
             }
             _ => {}
         }
+    }
+}
+
+/// The supported-field table as Markdown (the body of `docs/supported-fields.md`).
+pub fn render_markdown() -> String {
+    let mut out = String::from(
+        "# Envoy fields Strait implements\n\n\
+         Generated from `crates/strait-config/src/supported.rs`. A field that is set in a config\n\
+         but not listed here is refused with its path and \"is not supported by Strait yet\".\n\
+         Well-known `google.protobuf.*` types (durations, wrappers, Struct) are accepted wherever\n\
+         a listed field uses them.\n\n## Extensions (`typed_config` types)\n\n",
+    );
+    for e in SUPPORTED_EXTENSIONS {
+        out.push_str(&format!("- `{e}`\n"));
+    }
+    out.push_str("\n## Fields by message\n\n| message | fields |\n|---|---|\n");
+    for (m, fields) in SUPPORTED_FIELDS {
+        let f: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        let f = if f.is_empty() { "(none; the message may be empty)".to_string() } else { f.join(", ") };
+        out.push_str(&format!("| `{m}` | {f} |\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_fields_exist_in_the_descriptors() {
+        let pool = envoy_api::pool();
+        for (m, fields) in SUPPORTED_FIELDS {
+            let desc = pool.get_message_by_name(m).unwrap_or_else(|| panic!("no message {m}"));
+            for f in *fields {
+                assert!(desc.get_field_by_name(f).is_some(), "{m} has no field {f}");
+            }
+        }
+        for e in SUPPORTED_EXTENSIONS {
+            assert!(pool.get_message_by_name(e).is_some(), "no extension type {e}");
+        }
+    }
+
+    #[test]
+    fn supported_fields_doc_is_in_sync() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/supported-fields.md");
+        let want = render_markdown();
+        if std::env::var_os("STRAIT_REGEN_DOCS").is_some() {
+            std::fs::write(&path, &want).expect("write docs/supported-fields.md");
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/supported-fields.md is stale: run STRAIT_REGEN_DOCS=1 cargo test -p strait-config supported");
     }
 }

@@ -65,6 +65,11 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
             sockets,
         });
     }
+    let admin_logs = match &config.admin {
+        Some(a) => strait_http::hcm::open_access_logs(&a.access_logs)
+            .map_err(|e| format!("admin: cannot open an access log: {e}"))?,
+        None => Vec::new(),
+    };
     let admin_socket = match &config.admin {
         Some(a) => Some(bind(a.address, false, 128).map_err(|e| format!("admin: cannot bind {}: {e}", a.address))?),
         None => None,
@@ -124,6 +129,7 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
                         listeners: listener_addrs.clone(),
                         version: opts.version.clone(),
                         command_line: opts.command_line.clone(),
+                        access_logs: admin_logs.clone(),
                     });
                     tokio::spawn(strait_admin::serve_admin(l, ctx));
                 }

@@ -46,15 +46,7 @@ impl HttpConnectionManager {
         clusters: Arc<ClusterManager>,
         store: &Store,
     ) -> std::io::Result<Self> {
-        let mut access_logs = Vec::new();
-        for l in &spec.access_logs {
-            let sink = match &l.sink {
-                strait_config::model::AccessLogSink::File(p) => AccessLogSink::file(p)?,
-                strait_config::model::AccessLogSink::Stdout => AccessLogSink::stdout(),
-                strait_config::model::AccessLogSink::Stderr => AccessLogSink::stderr(),
-            };
-            access_logs.push((sink, l.format.clone()));
-        }
+        let access_logs = open_access_logs(&spec.access_logs)?;
         let server_name = HeaderValue::from_str(&spec.server_name)
             .unwrap_or_else(|_| HeaderValue::from_static("envoy"));
         let via = spec.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
@@ -202,6 +194,23 @@ impl HttpConnectionManager {
             }
         }
     }
+}
+
+/// Opens (or shares) the sinks of configured access logs.
+pub fn open_access_logs(
+    specs: &[strait_config::model::AccessLogSpec],
+) -> std::io::Result<Vec<(Arc<AccessLogSink>, Arc<Formatter>)>> {
+    specs
+        .iter()
+        .map(|l| {
+            let sink = match &l.sink {
+                strait_config::model::AccessLogSink::File(p) => AccessLogSink::file(p)?,
+                strait_config::model::AccessLogSink::Stdout => AccessLogSink::stdout(),
+                strait_config::model::AccessLogSink::Stderr => AccessLogSink::stderr(),
+            };
+            Ok((sink, l.format.clone()))
+        })
+        .collect()
 }
 
 /// The request's authority: `:authority` (HTTP/2 or absolute-form URI) or `Host`.

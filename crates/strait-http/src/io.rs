@@ -88,7 +88,7 @@ impl<T> DownstreamIo<T> {
 
 /// `GET / HTTP/1.2` or `HTTP/2.0` on an HTTP/1 connection: a version Envoy's codec
 /// refuses with 426.
-fn bad_version(head: &[u8]) -> bool {
+pub fn bad_version(head: &[u8]) -> bool {
     let line_end = head.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(head.len());
     let line = &head[..line_end];
     let Some(pos) = line.windows(5).rposition(|w| w == b"HTTP/") else { return false };
@@ -96,12 +96,12 @@ fn bad_version(head: &[u8]) -> bool {
     v.len() == 3 && v[1] == b'.' && v[0].is_ascii_digit() && v[2].is_ascii_digit() && v != b"1.0" && v != b"1.1"
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// A complete HTTP/1.1 head (seen whole in the copy) without a `host` header.
-fn missing_host(head: &[u8]) -> bool {
+pub fn missing_host(head: &[u8]) -> bool {
     let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
     let head = &head[..end];
     let is_11 = head.split(|b| *b == b'\n').next().is_some_and(|l| l.ends_with(b"HTTP/1.1\r") || l.ends_with(b"HTTP/1.1"));
@@ -112,7 +112,7 @@ fn missing_host(head: &[u8]) -> bool {
 /// `connection: close`, `content-length: 0`, `date`, and nothing else. Every response the
 /// connection manager makes carries other headers (`server` at least), so the shape tells
 /// them apart without tracking request state.
-fn is_codec_error_reply(buf: &[u8]) -> Option<&[u8]> {
+pub fn is_codec_error_reply(buf: &[u8]) -> Option<&[u8]> {
     if buf.len() < 12 || !buf.starts_with(b"HTTP/1.1 ") || !(buf[9] == b'4' || buf[9] == b'5') {
         return None;
     }
