@@ -4,8 +4,8 @@
 //!
 //! `cargo run -p envoy-api --example strip-descriptor -- IN OUT`
 
-use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
 use bytes::Buf;
+use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
 
 // Copies every field of a message except `drop_tag`, byte for byte (keeps extensions).
 fn strip(mut buf: &[u8], drop_tag: u32) -> Vec<u8> {
@@ -14,14 +14,21 @@ fn strip(mut buf: &[u8], drop_tag: u32) -> Vec<u8> {
         let start = buf;
         let (tag, wt) = decode_key(&mut buf).expect("valid descriptor set");
         match wt {
-            WireType::Varint => { decode_varint(&mut buf).expect("valid descriptor set"); }
+            WireType::Varint => {
+                decode_varint(&mut buf).expect("valid descriptor set");
+            }
             WireType::SixtyFourBit => buf.advance(8),
             WireType::ThirtyTwoBit => buf.advance(4),
-            WireType::LengthDelimited => { let n = decode_varint(&mut buf).expect("valid descriptor set") as usize; buf.advance(n); }
+            WireType::LengthDelimited => {
+                let n = decode_varint(&mut buf).expect("valid descriptor set") as usize;
+                buf.advance(n);
+            }
             _ => panic!("groups"),
         }
         let used = start.len() - buf.len();
-        if tag != drop_tag { out.extend_from_slice(&start[..used]); }
+        if tag != drop_tag {
+            out.extend_from_slice(&start[..used]);
+        }
     }
     out
 }
@@ -44,8 +51,18 @@ fn main() {
     }
     std::fs::write(&dst, &out).expect("valid descriptor set");
     let pool = prost_reflect::DescriptorPool::decode(out.as_slice()).expect("valid descriptor set");
-    let m = pool.get_message_by_name("envoy.config.core.v3.SocketAddress").expect("valid descriptor set");
-    let f = m.get_field_by_name("port_value").expect("valid descriptor set");
-    let ext = pool.get_extension_by_name("validate.rules").expect("valid descriptor set");
-    println!("files {} has rules {}", pool.files().count(), f.options().has_extension(&ext));
+    let m = pool
+        .get_message_by_name("envoy.config.core.v3.SocketAddress")
+        .expect("valid descriptor set");
+    let f = m
+        .get_field_by_name("port_value")
+        .expect("valid descriptor set");
+    let ext = pool
+        .get_extension_by_name("validate.rules")
+        .expect("valid descriptor set");
+    println!(
+        "files {} has rules {}",
+        pool.files().count(),
+        f.options().has_extension(&ext)
+    );
 }

@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn pool_has_bootstrap_and_validate_rules() {
         let p = pool();
-        assert!(p.get_message_by_name("envoy.config.bootstrap.v3.Bootstrap").is_some());
+        assert!(
+            p.get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
+                .is_some()
+        );
         assert!(p.get_extension_by_name("validate.rules").is_some());
         assert_eq!(type_name_of_url("type.googleapis.com/a.B"), "a.B");
     }

@@ -28,7 +28,11 @@ pub fn render_text(cm: &ClusterManager) -> String {
             let a = h.address;
             let s = &h.stats;
             let _ = writeln!(out, "{n}::{a}::cx_active::{}", s.cx_active.value());
-            let _ = writeln!(out, "{n}::{a}::cx_connect_fail::{}", s.cx_connect_fail.value());
+            let _ = writeln!(
+                out,
+                "{n}::{a}::cx_connect_fail::{}",
+                s.cx_connect_fail.value()
+            );
             let _ = writeln!(out, "{n}::{a}::cx_total::{}", s.cx_total.value());
             let _ = writeln!(out, "{n}::{a}::rq_active::{}", s.rq_active.value());
             let _ = writeln!(out, "{n}::{a}::rq_error::{}", s.rq_error.value());

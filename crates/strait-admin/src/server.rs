@@ -30,7 +30,10 @@ pub struct AdminContext {
     /// `command_line_options` for `/server_info`, as Envoy prints them.
     pub command_line: serde_json::Value,
     /// `admin.access_log`: every admin request is logged like a proxied one.
-    pub access_logs: Vec<(Arc<strait_accesslog::AccessLogSink>, Arc<strait_accesslog::Formatter>)>,
+    pub access_logs: Vec<(
+        Arc<strait_accesslog::AccessLogSink>,
+        Arc<strait_accesslog::Formatter>,
+    )>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -39,9 +42,18 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    h.insert("cache-control", http::HeaderValue::from_static("no-cache, max-age=0"));
-    h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        "cache-control",
+        http::HeaderValue::from_static("no-cache, max-age=0"),
+    );
+    h.insert(
+        "x-content-type-options",
+        http::HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::SERVER, http::HeaderValue::from_static("envoy"));
     r
 }
@@ -52,7 +64,9 @@ const JSON: &str = "application/json";
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve_admin(listener: TcpListener, ctx: Arc<AdminContext>) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
         let local = stream.local_addr().ok();
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -62,7 +76,11 @@ pub async fn serve_admin(listener: TcpListener, ctx: Arc<AdminContext>) {
                     let start = std::time::Instant::now();
                     let start_time = std::time::SystemTime::now();
                     let method = req.method().as_str().to_string();
-                    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default();
                     let headers = (!ctx.access_logs.is_empty()).then(|| req.headers().clone());
                     let resp = handle(&ctx, req);
                     if let Some(headers) = headers {
@@ -74,7 +92,9 @@ pub async fn serve_admin(listener: TcpListener, ctx: Arc<AdminContext>) {
                             response_headers: Some(resp.headers()),
                             protocol: Some("HTTP/1.1"),
                             response_code: resp.status().as_u16(),
-                            bytes_sent: http_body::Body::size_hint(resp.body()).exact().unwrap_or(0),
+                            bytes_sent: http_body::Body::size_hint(resp.body())
+                                .exact()
+                                .unwrap_or(0),
                             duration: Some(start.elapsed()),
                             downstream_remote_address: Some(peer),
                             downstream_direct_remote_address: Some(peer),
@@ -118,13 +138,21 @@ pub fn handle(ctx: &AdminContext, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     if needs_post(path) && req.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, format!("Method {} not allowed, POST required.", req.method()));
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            format!("Method {} not allowed, POST required.", req.method()),
+        );
     }
     let format_json = query_param(query, "format").is_some_and(|f| f == "json");
     match path {
         "/ready" => {
             let s = ctx.state.state();
-            let code = if s == State::Live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if s == State::Live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             reply(code, TEXT, format!("{}\n", s.as_str()))
         }
         "/server_info" => reply(StatusCode::OK, JSON, server_info(ctx)),
@@ -142,9 +170,17 @@ pub fn handle(ctx: &AdminContext, req: Request<Incoming>) -> Resp {
         },
         "/clusters" => {
             if format_json {
-                reply(StatusCode::OK, JSON, crate::clusters::render_json(&ctx.clusters))
+                reply(
+                    StatusCode::OK,
+                    JSON,
+                    crate::clusters::render_json(&ctx.clusters),
+                )
             } else {
-                reply(StatusCode::OK, TEXT, crate::clusters::render_text(&ctx.clusters))
+                reply(
+                    StatusCode::OK,
+                    TEXT,
+                    crate::clusters::render_text(&ctx.clusters),
+                )
             }
         }
         "/listeners" => {
@@ -154,7 +190,11 @@ pub fn handle(ctx: &AdminContext, req: Request<Incoming>) -> Resp {
                     .iter()
                     .map(|(n, a)| json!({"name": n, "local_address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}))
                     .collect();
-                reply(StatusCode::OK, JSON, json!({"listener_statuses": ls}).to_string())
+                reply(
+                    StatusCode::OK,
+                    JSON,
+                    json!({"listener_statuses": ls}).to_string(),
+                )
             } else {
                 let mut out = String::new();
                 for (n, a) in &ctx.listeners {
@@ -166,14 +206,19 @@ pub fn handle(ctx: &AdminContext, req: Request<Incoming>) -> Resp {
         "/config_dump" => reply(StatusCode::OK, JSON, config_dump(ctx)),
         "/memory" => {
             let m = crate::server::memory();
-            reply(StatusCode::OK, JSON, serde_json::to_string_pretty(&json!({
-                "allocated": m.0.to_string(),
-                "heap_size": m.1.to_string(),
-                "pageheap_unmapped": "0",
-                "pageheap_free": "0",
-                "total_thread_cache": "0",
-                "total_physical_bytes": m.1.to_string(),
-            })).unwrap_or_default())
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_string_pretty(&json!({
+                    "allocated": m.0.to_string(),
+                    "heap_size": m.1.to_string(),
+                    "pageheap_unmapped": "0",
+                    "pageheap_free": "0",
+                    "total_thread_cache": "0",
+                    "total_physical_bytes": m.1.to_string(),
+                }))
+                .unwrap_or_default(),
+            )
         }
         "/quitquitquit" => {
             ctx.state.quit.notify_one();
@@ -192,7 +237,11 @@ pub fn handle(ctx: &AdminContext, req: Request<Incoming>) -> Resp {
             reply(StatusCode::OK, TEXT, "OK\n")
         }
         "/" | "/help" => reply(StatusCode::OK, TEXT, HELP),
-        _ => reply(StatusCode::NOT_FOUND, TEXT, format!("invalid path. admin commands are:\n{HELP}")),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            format!("invalid path. admin commands are:\n{HELP}"),
+        ),
     }
 }
 
@@ -254,9 +303,24 @@ fn config_dump(ctx: &AdminContext) -> String {
         .map(|cs| cs.iter().map(|c| json!({"cluster": with_type(c, "envoy.config.cluster.v3.Cluster"), "last_updated": now})).collect())
         .unwrap_or_default();
     let mut routes = Vec::new();
-    for l in sr.and_then(|s| s.get("listeners")).and_then(|l| l.as_array()).into_iter().flatten() {
-        for fc in l.get("filter_chains").and_then(|f| f.as_array()).into_iter().flatten() {
-            for f in fc.get("filters").and_then(|f| f.as_array()).into_iter().flatten() {
+    for l in sr
+        .and_then(|s| s.get("listeners"))
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+    {
+        for fc in l
+            .get("filter_chains")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+        {
+            for f in fc
+                .get("filters")
+                .and_then(|f| f.as_array())
+                .into_iter()
+                .flatten()
+            {
                 if let Some(rc) = f.get("typed_config").and_then(|t| t.get("route_config")) {
                     routes.push(json!({"route_config": with_type(rc, "envoy.config.route.v3.RouteConfiguration"), "last_updated": now}));
                 }
@@ -292,7 +356,12 @@ fn httpdate_like_rfc3339() -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian.

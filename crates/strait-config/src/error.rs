@@ -14,7 +14,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { path: path.into(), reason: reason.into() }
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -77,7 +80,11 @@ impl FieldPath {
         Self(String::new())
     }
     pub fn field(&self, name: &str) -> Self {
-        if self.0.is_empty() { Self(name.to_string()) } else { Self(format!("{}.{name}", self.0)) }
+        if self.0.is_empty() {
+            Self(name.to_string())
+        } else {
+            Self(format!("{}.{name}", self.0))
+        }
     }
     pub fn index(&self, i: usize) -> Self {
         Self(format!("{}[{i}]", self.0))

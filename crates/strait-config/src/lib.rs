@@ -68,13 +68,19 @@ pub fn load_bootstrap_message(src: &Source<'_>) -> Result<DynamicMessage, Config
         load::merge_into(&mut msg, &overlay)?;
     }
     if src.path.is_none() && src.yaml.is_none() {
-        return Err(ConfigErrors::one("", "no configuration: give -c/--config-path or --config-yaml"));
+        return Err(ConfigErrors::one(
+            "",
+            "no configuration: give -c/--config-path or --config-yaml",
+        ));
     }
     Ok(msg)
 }
 
 /// Validation rules, supported-field check and compilation of a loaded message.
-pub fn compile_message(msg: &DynamicMessage, opts: &CompileOptions) -> Result<Config, ConfigErrors> {
+pub fn compile_message(
+    msg: &DynamicMessage,
+    opts: &CompileOptions,
+) -> Result<Config, ConfigErrors> {
     let mut errs = ConfigErrors::default();
     let root = FieldPath::root();
     pgv::validate(msg, &root, &mut errs);
@@ -100,7 +106,9 @@ pub fn compile_message(msg: &DynamicMessage, opts: &CompileOptions) -> Result<Co
 
 /// A message as Envoy prints it in `/config_dump`: proto field names, `@type` in `Any`s.
 pub fn to_envoy_json(msg: &DynamicMessage) -> serde_json::Value {
-    let opts = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(true);
+    let opts = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(true);
     msg.serialize_with_options(serde_json::value::Serializer, &opts)
         .unwrap_or(serde_json::Value::Null)
 }

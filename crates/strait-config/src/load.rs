@@ -45,7 +45,10 @@ pub fn parse_document(text: &str, format: DocFormat) -> Result<Value, ConfigErro
         Value::Null => Ok(Value::Object(Map::new())),
         other => Err(ConfigErrors::one(
             "",
-            format!("the document must be a mapping, found {}", json_kind(&other)),
+            format!(
+                "the document must be a mapping, found {}",
+                json_kind(&other)
+            ),
         )),
     }
 }
@@ -158,7 +161,9 @@ fn normalize_message(value: &mut Value, desc: &MessageDescriptor) {
     }
     let Value::Object(map) = value else { return };
     for (key, v) in map.iter_mut() {
-        let field = desc.get_field_by_name(key).or_else(|| desc.get_field_by_json_name(key));
+        let field = desc
+            .get_field_by_name(key)
+            .or_else(|| desc.get_field_by_json_name(key));
         let Some(field) = field else { continue };
         if field.is_map() {
             if let (Value::Object(entries), Kind::Message(entry)) = (v, field.kind())
@@ -222,7 +227,9 @@ fn normalize_scalar(v: &mut Value, kind: &Kind) {
 
 fn normalize_any(value: &mut Value) {
     let Value::Object(map) = value else { return };
-    let Some(Value::String(type_url)) = map.get("@type") else { return };
+    let Some(Value::String(type_url)) = map.get("@type") else {
+        return;
+    };
     let type_name = envoy_api::type_name_of_url(type_url).to_string();
     if TYPED_STRUCTS.contains(&type_name.as_str()) {
         // {"@type": TypedStruct, type_url: X, value: {...}} -> {"@type": X, ...}
@@ -239,7 +246,9 @@ fn normalize_any(value: &mut Value) {
         *map = rewritten;
         return normalize_any(value);
     }
-    let Some(desc) = envoy_api::pool().get_message_by_name(&type_name) else { return };
+    let Some(desc) = envoy_api::pool().get_message_by_name(&type_name) else {
+        return;
+    };
     if desc.full_name().starts_with("google.protobuf.") {
         if let Some(inner) = map.get_mut("value") {
             normalize_message(inner, &desc);
@@ -258,7 +267,10 @@ fn normalize_any(value: &mut Value) {
 /// Reads the config file named by `-c`, choosing the format by extension.
 pub fn read_file(path: &Path) -> Result<(String, DocFormat), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one("", format!("cannot read config file {}: {e}", path.display()))
+        ConfigErrors::one(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )
     })?;
     Ok((text, DocFormat::from_path(path)))
 }
@@ -268,8 +280,12 @@ pub fn unpack_any(
     any: &DynamicMessage,
     path: &FieldPath,
 ) -> Result<Option<DynamicMessage>, ConfigErrors> {
-    let type_url = any.get_field_by_name("type_url").and_then(|v| v.as_str().map(str::to_string));
-    let Some(type_url) = type_url else { return Ok(None) };
+    let type_url = any
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_string));
+    let Some(type_url) = type_url else {
+        return Ok(None);
+    };
     if type_url.is_empty() {
         return Ok(None);
     }
@@ -313,6 +329,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(deprecated)] // respect_dns_ttl is deprecated but Envoy still reads it
     fn lax_forms_are_accepted() {
         let text = r#"
 static_resources:
@@ -328,8 +345,16 @@ static_resources:
             m.transcode_to().expect("transcodes");
         let c = &b.static_resources.expect("sr").clusters[0];
         assert!(c.respect_dns_ttl);
-        assert_eq!(c.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value), Some(1024));
-        assert_eq!(c.connect_timeout.as_ref().map(|d| d.nanos), Some(250_000_000));
+        assert_eq!(
+            c.per_connection_buffer_limit_bytes
+                .as_ref()
+                .map(|v| v.value),
+            Some(1024)
+        );
+        assert_eq!(
+            c.connect_timeout.as_ref().map(|d| d.nanos),
+            Some(250_000_000)
+        );
     }
 
     #[test]

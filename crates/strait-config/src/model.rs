@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use strait_accesslog::Formatter;
 
-
 /// A whole validated bootstrap, compiled.
 #[derive(Debug)]
 pub struct Config {
@@ -117,7 +116,11 @@ impl RouteTable {
         if self.vhosts.len() == 1 && self.default.is_some() && self.exact.is_empty() {
             return self.vhosts.first();
         }
-        let host = if self.ignore_port_in_host_matching { strip_port(host) } else { host };
+        let host = if self.ignore_port_in_host_matching {
+            strip_port(host)
+        } else {
+            host
+        };
         if let Some(&i) = self.exact.get(host) {
             return self.vhosts.get(i);
         }
@@ -169,7 +172,10 @@ pub struct Route {
 #[derive(Debug)]
 pub enum PathMatcher {
     /// Matches the start of `:path` (query included), like Envoy.
-    Prefix { prefix: String, case_sensitive: bool },
+    Prefix {
+        prefix: String,
+        case_sensitive: bool,
+    },
     /// Matches the path without the query exactly.
     Path { path: String, case_sensitive: bool },
     /// The whole path without the query must match.
@@ -179,7 +185,10 @@ pub enum PathMatcher {
 impl PathMatcher {
     pub fn matches(&self, path: &str) -> bool {
         match self {
-            PathMatcher::Prefix { prefix, case_sensitive } => {
+            PathMatcher::Prefix {
+                prefix,
+                case_sensitive,
+            } => {
                 if *case_sensitive {
                     path.starts_with(prefix.as_str())
                 } else {
@@ -187,9 +196,16 @@ impl PathMatcher {
                         && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
                 }
             }
-            PathMatcher::Path { path: want, case_sensitive } => {
+            PathMatcher::Path {
+                path: want,
+                case_sensitive,
+            } => {
                 let p = path_without_query(path);
-                if *case_sensitive { p == want } else { p.eq_ignore_ascii_case(want) }
+                if *case_sensitive {
+                    p == want
+                } else {
+                    p.eq_ignore_ascii_case(want)
+                }
             }
             PathMatcher::Regex(re) => re.is_match(path_without_query(path)),
         }
@@ -275,12 +291,21 @@ mod tests {
 
     #[test]
     fn prefix_and_path_matching() {
-        let p = PathMatcher::Prefix { prefix: "/api".into(), case_sensitive: true };
+        let p = PathMatcher::Prefix {
+            prefix: "/api".into(),
+            case_sensitive: true,
+        };
         assert!(p.matches("/api/x?y"));
         assert!(!p.matches("/API/x"));
-        let p = PathMatcher::Prefix { prefix: "/api".into(), case_sensitive: false };
+        let p = PathMatcher::Prefix {
+            prefix: "/api".into(),
+            case_sensitive: false,
+        };
         assert!(p.matches("/API/x"));
-        let p = PathMatcher::Path { path: "/a".into(), case_sensitive: true };
+        let p = PathMatcher::Path {
+            path: "/a".into(),
+            case_sensitive: true,
+        };
         assert!(p.matches("/a?x=1"));
         assert!(!p.matches("/a/b"));
     }

@@ -50,7 +50,11 @@ fn validate_message(e: &Exts, msg: &DynamicMessage, path: &FieldPath, errs: &mut
             if oneof.is_synthetic() {
                 continue;
             }
-            let required = oneof.options().get_extension(req).as_bool().unwrap_or(false);
+            let required = oneof
+                .options()
+                .get_extension(req)
+                .as_bool()
+                .unwrap_or(false);
             if required && !oneof.fields().any(|f| msg.has_field(&f)) {
                 let names: Vec<String> = oneof.fields().map(|f| f.name().to_string()).collect();
                 errs.push(
@@ -133,7 +137,9 @@ fn sub(m: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
 }
 
 fn flag(m: &DynamicMessage, name: &str) -> bool {
-    m.get_field_by_name(name).and_then(|v| v.as_bool()).unwrap_or(false)
+    m.get_field_by_name(name)
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
 }
 
 fn is_required(rules: &DynamicMessage) -> bool {
@@ -143,7 +149,9 @@ fn is_required(rules: &DynamicMessage) -> bool {
 }
 
 fn message_skipped(rules: &DynamicMessage) -> bool {
-    sub(rules, "message").map(|r| flag(&r, "skip")).unwrap_or(false)
+    sub(rules, "message")
+        .map(|r| flag(&r, "skip"))
+        .unwrap_or(false)
 }
 
 fn check_rules(
@@ -162,7 +170,10 @@ fn check_rules(
             if let Some(min) = get_u64(&r, "min_items")
                 && (items.len() as u64) < min
             {
-                errs.push(path.to_string(), format!("must have at least {min} item(s)"));
+                errs.push(
+                    path.to_string(),
+                    format!("must have at least {min} item(s)"),
+                );
             }
             if let Some(max) = get_u64(&r, "max_items")
                 && (items.len() as u64) > max
@@ -186,7 +197,10 @@ fn check_rules(
             if let Some(min) = get_u64(&r, "min_pairs")
                 && (entries.len() as u64) < min
             {
-                errs.push(path.to_string(), format!("must have at least {min} entries"));
+                errs.push(
+                    path.to_string(),
+                    format!("must have at least {min} entries"),
+                );
             }
         }
         return;
@@ -223,7 +237,11 @@ fn rule_num(r: &DynamicMessage, name: &str) -> Option<f64> {
 }
 
 fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 fn check_numeric(r: &DynamicMessage, x: f64, path: &FieldPath, errs: &mut ConfigErrors) {
@@ -275,10 +293,16 @@ fn check_numeric(r: &DynamicMessage, x: f64, path: &FieldPath, errs: &mut Config
     };
     let ins = list("in");
     if !ins.is_empty() && !ins.contains(&x) {
-        errs.push(path.to_string(), format!("value {} is not one of the allowed values", fmt_num(x)));
+        errs.push(
+            path.to_string(),
+            format!("value {} is not one of the allowed values", fmt_num(x)),
+        );
     }
     if list("not_in").contains(&x) {
-        errs.push(path.to_string(), format!("value {} is not allowed", fmt_num(x)));
+        errs.push(
+            path.to_string(),
+            format!("value {} is not allowed", fmt_num(x)),
+        );
     }
 }
 
@@ -305,12 +329,13 @@ fn check_single(rules: &DynamicMessage, value: &Value, path: &FieldPath, errs: &
     }
     if let Some(r) = sub(rules, "bytes")
         && let Value::Bytes(b) = value
+        && let Some(min) = get_u64(&r, "min_len")
+        && (b.len() as u64) < min
     {
-        if let Some(min) = get_u64(&r, "min_len")
-            && (b.len() as u64) < min
-        {
-            errs.push(path.to_string(), format!("must be at least {min} byte(s) long"));
-        }
+        errs.push(
+            path.to_string(),
+            format!("must be at least {min} byte(s) long"),
+        );
     }
     if let Some(r) = sub(rules, "duration")
         && let Value::Message(d) = value
@@ -330,39 +355,60 @@ fn check_string(r: &DynamicMessage, s: &str, path: &FieldPath, errs: &mut Config
         if s.is_empty() {
             errs.push(path.to_string(), "must not be empty");
         } else {
-            errs.push(path.to_string(), format!("must be at least {min} character(s) long"));
+            errs.push(
+                path.to_string(),
+                format!("must be at least {min} character(s) long"),
+            );
         }
     }
     if let Some(max) = get_u64(r, "max_len")
         && chars > max
     {
-        errs.push(path.to_string(), format!("must be at most {max} character(s) long"));
+        errs.push(
+            path.to_string(),
+            format!("must be at most {max} character(s) long"),
+        );
     }
     if let Some(min) = get_u64(r, "min_bytes")
         && (s.len() as u64) < min
     {
-        errs.push(path.to_string(), format!("must be at least {min} byte(s) long"));
+        errs.push(
+            path.to_string(),
+            format!("must be at least {min} byte(s) long"),
+        );
     }
     if let Some(max) = get_u64(r, "max_bytes")
         && (s.len() as u64) > max
     {
-        errs.push(path.to_string(), format!("must be at most {max} byte(s) long"));
+        errs.push(
+            path.to_string(),
+            format!("must be at most {max} byte(s) long"),
+        );
     }
     if r.has_field_by_name("prefix")
-        && let Some(p) = r.get_field_by_name("prefix").and_then(|v| v.as_str().map(str::to_string))
+        && let Some(p) = r
+            .get_field_by_name("prefix")
+            .and_then(|v| v.as_str().map(str::to_string))
         && !s.starts_with(&p)
     {
         errs.push(path.to_string(), format!("must start with {p:?}"));
     }
     if r.has_field_by_name("pattern")
-        && let Some(p) = r.get_field_by_name("pattern").and_then(|v| v.as_str().map(str::to_string))
+        && let Some(p) = r
+            .get_field_by_name("pattern")
+            .and_then(|v| v.as_str().map(str::to_string))
         && let Ok(re) = regex::Regex::new(&p)
         && !re.is_match(s)
     {
-        errs.push(path.to_string(), format!("{s:?} does not match the pattern {p:?}"));
+        errs.push(
+            path.to_string(),
+            format!("{s:?} does not match the pattern {p:?}"),
+        );
     }
     if r.has_field_by_name("well_known_regex")
-        && let Some(Value::EnumNumber(n)) = r.get_field_by_name("well_known_regex").map(|v| v.into_owned())
+        && let Some(Value::EnumNumber(n)) = r
+            .get_field_by_name("well_known_regex")
+            .map(|v| v.into_owned())
     {
         let strict = !r.has_field_by_name("strict") || flag(r, "strict");
         let ok = match n {
@@ -371,15 +417,20 @@ fn check_string(r: &DynamicMessage, s: &str, path: &FieldPath, errs: &mut Config
             _ => true,
         };
         if !ok {
-            let what = if n == 1 { "a valid HTTP header name" } else { "a valid HTTP header value" };
+            let what = if n == 1 {
+                "a valid HTTP header name"
+            } else {
+                "a valid HTTP header value"
+            };
             errs.push(path.to_string(), format!("{s:?} is not {what}"));
         }
     }
     let list = |name: &str| -> Vec<String> {
         match r.get_field_by_name(name).map(|v| v.into_owned()) {
-            Some(Value::List(items)) => {
-                items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
-            }
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             _ => Vec::new(),
         }
     };
@@ -393,34 +444,57 @@ fn check_string(r: &DynamicMessage, s: &str, path: &FieldPath, errs: &mut Config
 }
 
 fn duration_secs(d: &DynamicMessage) -> f64 {
-    let secs = d.get_field_by_name("seconds").and_then(|v| v.as_i64()).unwrap_or(0);
-    let nanos = d.get_field_by_name("nanos").and_then(|v| v.as_i32()).unwrap_or(0);
+    let secs = d
+        .get_field_by_name("seconds")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    let nanos = d
+        .get_field_by_name("nanos")
+        .and_then(|v| v.as_i32())
+        .unwrap_or(0);
     secs as f64 + nanos as f64 / 1e9
 }
 
-fn check_duration(r: &DynamicMessage, d: &DynamicMessage, path: &FieldPath, errs: &mut ConfigErrors) {
+fn check_duration(
+    r: &DynamicMessage,
+    d: &DynamicMessage,
+    path: &FieldPath,
+    errs: &mut ConfigErrors,
+) {
     let x = duration_secs(d);
     let bound = |name: &str| sub(r, name).map(|m| duration_secs(&m));
     let fmt = |s: f64| format!("{}s", fmt_num(s));
     if let Some(g) = bound("gt")
         && x <= g
     {
-        errs.push(path.to_string(), format!("duration {} must be greater than {}", fmt(x), fmt(g)));
+        errs.push(
+            path.to_string(),
+            format!("duration {} must be greater than {}", fmt(x), fmt(g)),
+        );
     }
     if let Some(g) = bound("gte")
         && x < g
     {
-        errs.push(path.to_string(), format!("duration {} must be at least {}", fmt(x), fmt(g)));
+        errs.push(
+            path.to_string(),
+            format!("duration {} must be at least {}", fmt(x), fmt(g)),
+        );
     }
     if let Some(l) = bound("lt")
         && x >= l
     {
-        errs.push(path.to_string(), format!("duration {} must be less than {}", fmt(x), fmt(l)));
+        errs.push(
+            path.to_string(),
+            format!("duration {} must be less than {}", fmt(x), fmt(l)),
+        );
     }
     if let Some(l) = bound("lte")
         && x > l
     {
-        errs.push(path.to_string(), format!("duration {} must be at most {}", fmt(x), fmt(l)));
+        errs.push(
+            path.to_string(),
+            format!("duration {} must be at most {}", fmt(x), fmt(l)),
+        );
     }
 }
 
@@ -444,8 +518,15 @@ mod tests {
         let errs = check(
             "static_resources: {listeners: [{name: l, address: {socket_address: {address: 0.0.0.0, port_value: 70000}}}]}",
         );
-        let e = errs.0.iter().find(|e| e.path.ends_with("port_value")).expect("port error");
-        assert_eq!(e.path, "static_resources.listeners[0].address.socket_address.port_value");
+        let e = errs
+            .0
+            .iter()
+            .find(|e| e.path.ends_with("port_value"))
+            .expect("port error");
+        assert_eq!(
+            e.path,
+            "static_resources.listeners[0].address.socket_address.port_value"
+        );
         assert!(e.reason.contains("65535"), "{}", e.reason);
     }
 
@@ -453,7 +534,9 @@ mod tests {
     fn negative_duration_is_rejected() {
         let errs = check("static_resources: {clusters: [{name: c, connect_timeout: -1s}]}");
         assert!(
-            errs.0.iter().any(|e| e.path == "static_resources.clusters[0].connect_timeout"),
+            errs.0
+                .iter()
+                .any(|e| e.path == "static_resources.clusters[0].connect_timeout"),
             "{errs}"
         );
     }
@@ -461,7 +544,12 @@ mod tests {
     #[test]
     fn empty_cluster_name_is_rejected() {
         let errs = check("static_resources: {clusters: [{connect_timeout: 1s}]}");
-        assert!(errs.0.iter().any(|e| e.path == "static_resources.clusters[0].name"), "{errs}");
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.path == "static_resources.clusters[0].name"),
+            "{errs}"
+        );
     }
 
     #[test]

@@ -14,10 +14,22 @@ pub const SUPPORTED_FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.bootstrap.v3.Bootstrap",
         &["node", "static_resources", "admin", "stats_flush_interval"],
     ),
-    ("envoy.config.core.v3.Node", &["id", "cluster", "metadata", "locality", "user_agent_name"]),
-    ("envoy.config.core.v3.Locality", &["region", "zone", "sub_zone"]),
-    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
-    ("envoy.config.bootstrap.v3.Admin", &["address", "access_log", "access_log_path"]),
+    (
+        "envoy.config.core.v3.Node",
+        &["id", "cluster", "metadata", "locality", "user_agent_name"],
+    ),
+    (
+        "envoy.config.core.v3.Locality",
+        &["region", "zone", "sub_zone"],
+    ),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        &["listeners", "clusters"],
+    ),
+    (
+        "envoy.config.bootstrap.v3.Admin",
+        &["address", "access_log", "access_log_path"],
+    ),
     ("envoy.config.core.v3.Address", &["socket_address"]),
     (
         "envoy.config.core.v3.SocketAddress",
@@ -66,19 +78,43 @@ pub const SUPPORTED_FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
         &["name", "typed_config"],
     ),
-    ("envoy.extensions.filters.http.router.v3.Router", &["suppress_envoy_headers"]),
+    (
+        "envoy.extensions.filters.http.router.v3.Router",
+        &["suppress_envoy_headers"],
+    ),
     (
         "envoy.config.route.v3.RouteConfiguration",
         &["name", "virtual_hosts", "ignore_port_in_host_matching"],
     ),
-    ("envoy.config.route.v3.VirtualHost", &["name", "domains", "routes"]),
-    ("envoy.config.route.v3.Route", &["name", "match", "route", "direct_response"]),
-    ("envoy.config.route.v3.RouteMatch", &["prefix", "path", "safe_regex", "case_sensitive"]),
-    ("envoy.type.matcher.v3.RegexMatcher", &["regex", "google_re2"]),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        &["name", "domains", "routes"],
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        &["name", "match", "route", "direct_response"],
+    ),
+    (
+        "envoy.config.route.v3.RouteMatch",
+        &["prefix", "path", "safe_regex", "case_sensitive"],
+    ),
+    (
+        "envoy.type.matcher.v3.RegexMatcher",
+        &["regex", "google_re2"],
+    ),
     ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", &[]),
-    ("envoy.config.route.v3.RouteAction", &["cluster", "timeout", "cluster_not_found_response_code"]),
-    ("envoy.config.route.v3.DirectResponseAction", &["status", "body"]),
-    ("envoy.config.core.v3.DataSource", &["inline_string", "inline_bytes", "filename"]),
+    (
+        "envoy.config.route.v3.RouteAction",
+        &["cluster", "timeout", "cluster_not_found_response_code"],
+    ),
+    (
+        "envoy.config.route.v3.DirectResponseAction",
+        &["status", "body"],
+    ),
+    (
+        "envoy.config.core.v3.DataSource",
+        &["inline_string", "inline_bytes", "filename"],
+    ),
     (
         "envoy.config.cluster.v3.Cluster",
         &[
@@ -92,10 +128,22 @@ pub const SUPPORTED_FIELDS: &[(&str, &[&str])] = &[
             "common_http_protocol_options",
         ],
     ),
-    ("envoy.config.endpoint.v3.ClusterLoadAssignment", &["cluster_name", "endpoints"]),
-    ("envoy.config.endpoint.v3.LocalityLbEndpoints", &["lb_endpoints", "locality"]),
-    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
-    ("envoy.config.endpoint.v3.Endpoint", &["address", "hostname"]),
+    (
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        &["cluster_name", "endpoints"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LocalityLbEndpoints",
+        &["lb_endpoints", "locality"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LbEndpoint",
+        &["endpoint", "load_balancing_weight"],
+    ),
+    (
+        "envoy.config.endpoint.v3.Endpoint",
+        &["address", "hostname"],
+    ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         &["explicit_http_config", "common_http_protocol_options"],
@@ -110,22 +158,44 @@ pub const SUPPORTED_FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.core.v3.Http2ProtocolOptions",
-        &["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"],
+        &[
+            "max_concurrent_streams",
+            "initial_stream_window_size",
+            "initial_connection_window_size",
+        ],
     ),
     (
         "envoy.config.core.v3.HttpProtocolOptions",
-        &["idle_timeout", "max_headers_count", "max_requests_per_connection"],
+        &[
+            "idle_timeout",
+            "max_headers_count",
+            "max_requests_per_connection",
+        ],
     ),
-    ("envoy.config.accesslog.v3.AccessLog", &["name", "typed_config"]),
+    (
+        "envoy.config.accesslog.v3.AccessLog",
+        &["name", "typed_config"],
+    ),
     (
         "envoy.extensions.access_loggers.file.v3.FileAccessLog",
         &["path", "log_format", "format", "json_format"],
     ),
-    ("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", &["log_format"]),
-    ("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", &["log_format"]),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        &["log_format"],
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        &["log_format"],
+    ),
     (
         "envoy.config.core.v3.SubstitutionFormatString",
-        &["text_format", "text_format_source", "json_format", "content_type"],
+        &[
+            "text_format",
+            "text_format_source",
+            "json_format",
+            "content_type",
+        ],
     ),
 ];
 
@@ -141,7 +211,10 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
 ];
 
 fn supported_fields(message: &str) -> Option<&'static [&'static str]> {
-    SUPPORTED_FIELDS.iter().find(|(m, _)| *m == message).map(|(_, f)| *f)
+    SUPPORTED_FIELDS
+        .iter()
+        .find(|(m, _)| *m == message)
+        .map(|(_, f)| *f)
 }
 
 /// Reports every set field (at any depth, inside `Any` payloads too) that Strait does not
@@ -152,7 +225,10 @@ pub fn check_supported(msg: &DynamicMessage, path: &FieldPath, errs: &mut Config
     if name == "google.protobuf.Any" {
         let type_name = msg
             .get_field_by_name("type_url")
-            .and_then(|v| v.as_str().map(|s| envoy_api::type_name_of_url(s).to_string()))
+            .and_then(|v| {
+                v.as_str()
+                    .map(|s| envoy_api::type_name_of_url(s).to_string())
+            })
             .unwrap_or_default();
         if type_name.is_empty() {
             return;
@@ -193,7 +269,10 @@ pub fn check_supported(msg: &DynamicMessage, path: &FieldPath, errs: &mut Config
             Value::Map(entries) => {
                 for (k, v) in entries {
                     if let Value::Message(m) = v {
-                        let key = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+                        let key = k
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("{k:?}"));
                         check_supported(m, &fpath.key(&key), errs);
                     }
                 }
@@ -218,7 +297,11 @@ pub fn render_markdown() -> String {
     out.push_str("\n## Fields by message\n\n| message | fields |\n|---|---|\n");
     for (m, fields) in SUPPORTED_FIELDS {
         let f: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-        let f = if f.is_empty() { "(none; the message may be empty)".to_string() } else { f.join(", ") };
+        let f = if f.is_empty() {
+            "(none; the message may be empty)".to_string()
+        } else {
+            f.join(", ")
+        };
         out.push_str(&format!("| `{m}` | {f} |\n"));
     }
     out
@@ -232,24 +315,33 @@ mod tests {
     fn supported_fields_exist_in_the_descriptors() {
         let pool = envoy_api::pool();
         for (m, fields) in SUPPORTED_FIELDS {
-            let desc = pool.get_message_by_name(m).unwrap_or_else(|| panic!("no message {m}"));
+            let desc = pool
+                .get_message_by_name(m)
+                .unwrap_or_else(|| panic!("no message {m}"));
             for f in *fields {
                 assert!(desc.get_field_by_name(f).is_some(), "{m} has no field {f}");
             }
         }
         for e in SUPPORTED_EXTENSIONS {
-            assert!(pool.get_message_by_name(e).is_some(), "no extension type {e}");
+            assert!(
+                pool.get_message_by_name(e).is_some(),
+                "no extension type {e}"
+            );
         }
     }
 
     #[test]
     fn supported_fields_doc_is_in_sync() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/supported-fields.md");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/supported-fields.md");
         let want = render_markdown();
         if std::env::var_os("STRAIT_REGEN_DOCS").is_some() {
             std::fs::write(&path, &want).expect("write docs/supported-fields.md");
         }
         let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(have == want, "docs/supported-fields.md is stale: run STRAIT_REGEN_DOCS=1 cargo test -p strait-config supported");
+        assert!(
+            have == want,
+            "docs/supported-fields.md is stale: run STRAIT_REGEN_DOCS=1 cargo test -p strait-config supported"
+        );
     }
 }

@@ -9,7 +9,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Binds a non-blocking TCP listener. With `reuse_port`, several sockets may share the
 /// address (one per worker) and the kernel balances new connections between them.
 pub fn bind(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<std::net::TcpListener> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     if reuse_port {

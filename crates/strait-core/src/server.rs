@@ -71,28 +71,40 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
         None => Vec::new(),
     };
     let admin_socket = match &config.admin {
-        Some(a) => Some(bind(a.address, false, 128).map_err(|e| format!("admin: cannot bind {}: {e}", a.address))?),
+        Some(a) => Some(
+            bind(a.address, false, 128)
+                .map_err(|e| format!("admin: cannot bind {}: {e}", a.address))?,
+        ),
         None => None,
     };
     // Port 0 listeners get their real address for /listeners.
     let listener_addrs: Vec<(String, SocketAddr)> = listeners
         .iter()
-        .map(|l| (l.name.clone(), l.sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(l.address)))
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.sockets
+                    .first()
+                    .and_then(|s| s.local_addr().ok())
+                    .unwrap_or(l.address),
+            )
+        })
         .collect();
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let active_conns = Arc::new(AtomicUsize::new(0));
 
     // Workers.
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<HttpConnectionManager>, Arc<ListenerStats>)>> =
-        (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<WorkerSocket>> = (0..workers).map(|_| Vec::new()).collect();
     for l in listeners {
         let shared = l.sockets.len() == 1 && workers > 1;
         for (i, s) in l.sockets.into_iter().enumerate() {
             if shared {
                 // One socket accepted by every worker.
                 for w in per_worker.iter_mut() {
-                    let dup = s.try_clone().map_err(|e| format!("listener {}: {e}", l.name))?;
+                    let dup = s
+                        .try_clone()
+                        .map_err(|e| format!("listener {}: {e}", l.name))?;
                     w.push((dup, l.hcm.clone(), l.stats.clone()));
                 }
                 break;
@@ -136,9 +148,18 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
                 Err(e) => return Err(format!("admin: {e}")),
             }
         }
-        tokio::spawn(stats_upkeep(store.clone(), state.clone(), config.stats_flush_interval, workers));
+        tokio::spawn(stats_upkeep(
+            store.clone(),
+            state.clone(),
+            config.stats_flush_interval,
+            workers,
+        ));
         state.set_state(State::Live);
-        tracing::info!("strait is live: {} listener(s), {} worker(s)", listener_addrs.len(), workers);
+        tracing::info!(
+            "strait is live: {} listener(s), {} worker(s)",
+            listener_addrs.len(),
+            workers
+        );
 
         wait_for_shutdown(&state).await;
         tracing::info!("shutting down: draining for up to {:?}", opts.drain_time);
@@ -208,11 +229,23 @@ async fn stats_upkeep(store: Store, state: Arc<ServerState>, interval: Duration,
     }
 }
 
-type WorkerSocket = (std::net::TcpListener, Arc<HttpConnectionManager>, Arc<ListenerStats>);
+type WorkerSocket = (
+    std::net::TcpListener,
+    Arc<HttpConnectionManager>,
+    Arc<ListenerStats>,
+);
 
-fn worker_main(index: usize, sockets: Vec<WorkerSocket>, drain: watch::Receiver<bool>, active: Arc<AtomicUsize>) {
+fn worker_main(
+    index: usize,
+    sockets: Vec<WorkerSocket>,
+    drain: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+) {
     strait_stats::set_thread_slot(index + 1);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("worker {index}: cannot start its runtime: {e}");
@@ -231,7 +264,9 @@ fn worker_main(index: usize, sockets: Vec<WorkerSocket>, drain: watch::Receiver<
             };
             let drain = drain.clone();
             let active = active.clone();
-            accept_tasks.push(tokio::spawn(accept_loop(listener, hcm, stats, drain, active)));
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener, hcm, stats, drain, active,
+            )));
         }
         // Stop accepting when draining; connections finish on their own.
         let mut d = drain.clone();
@@ -268,7 +303,8 @@ async fn accept_loop(
             }
         };
         let local = stream.local_addr().ok().or(local).unwrap_or(remote);
-        let info = strait_http::ConnInfo::new(remote, local, NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed));
+        let info =
+            strait_http::ConnInfo::new(remote, local, NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed));
         active.fetch_add(1, Ordering::AcqRel);
         let hcm = hcm.clone();
         let stats = stats.clone();

@@ -25,14 +25,20 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn upstream(body: PooledBody, finish: Finish) -> Self {
-        let mut b = ResponseBody { kind: Kind::Upstream(body), finish: Some(finish) };
+        let mut b = ResponseBody {
+            kind: Kind::Upstream(body),
+            finish: Some(finish),
+        };
         b.complete_if_empty();
         b
     }
 
     pub fn full(bytes: Option<Bytes>, finish: Option<Finish>) -> Self {
         let bytes = bytes.filter(|b| !b.is_empty());
-        let mut b = ResponseBody { kind: Kind::Full(bytes), finish };
+        let mut b = ResponseBody {
+            kind: Kind::Full(bytes),
+            finish,
+        };
         b.complete_if_empty();
         b
     }
@@ -82,7 +88,8 @@ impl Body for ResponseBody {
                 Poll::Pending => {}
             }
         }
-        if matches!(r, Poll::Ready(Some(Ok(_)))) && this.is_end_stream()
+        if matches!(r, Poll::Ready(Some(Ok(_))))
+            && this.is_end_stream()
             && let Some(f) = this.finish.as_mut()
         {
             f.completed = true;

@@ -54,7 +54,8 @@ impl ConnInfo {
     }
 
     pub fn request_ended(&self) {
-        self.last_activity_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_activity_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.active_requests.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -98,7 +99,11 @@ pub async fn serve_connection(
         let proto = proto.clone();
         service_fn(move |req: Request<Incoming>| {
             if proto.load(Ordering::Relaxed) == PROTO_UNKNOWN {
-                let p = if req.version() == http::Version::HTTP_2 { PROTO_H2 } else { PROTO_H1 };
+                let p = if req.version() == http::Version::HTTP_2 {
+                    PROTO_H2
+                } else {
+                    PROTO_H1
+                };
                 proto.store(p, Ordering::Relaxed);
                 if p == PROTO_H2 {
                     hcm.stats.downstream_cx_http2_total.inc();

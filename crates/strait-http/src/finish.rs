@@ -54,7 +54,11 @@ pub struct Finish {
 }
 
 impl Finish {
-    pub fn new(hcm: Arc<HttpConnectionManager>, conn: Arc<ConnInfo>, protocol: &'static str) -> Self {
+    pub fn new(
+        hcm: Arc<HttpConnectionManager>,
+        conn: Arc<ConnInfo>,
+        protocol: &'static str,
+    ) -> Self {
         let log = (!hcm.access_logs.is_empty()).then(Box::<LogData>::default);
         Finish {
             hcm,
@@ -151,7 +155,8 @@ impl Drop for Finish {
     fn drop(&mut self) {
         if !self.completed {
             // The downstream went away before the response was fully sent.
-            self.flags.insert(ResponseFlag::DownstreamConnectionTermination);
+            self.flags
+                .insert(ResponseFlag::DownstreamConnectionTermination);
             self.hcm.stats.downstream_rq_rx_reset.inc();
         }
         self.release_upstream();
@@ -159,7 +164,8 @@ impl Drop for Finish {
         let s = &self.hcm.stats;
         s.downstream_rq_active.dec();
         s.downstream_rq_completed.inc();
-        s.downstream_rq_time.record(self.start.elapsed().as_millis() as u64);
+        s.downstream_rq_time
+            .record(self.start.elapsed().as_millis() as u64);
         self.write_access_logs();
     }
 }

@@ -36,7 +36,9 @@ pub struct HttpConnectionManager {
 
 impl std::fmt::Debug for HttpConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpConnectionManager").field("stat_prefix", &self.spec.stat_prefix).finish()
+        f.debug_struct("HttpConnectionManager")
+            .field("stat_prefix", &self.spec.stat_prefix)
+            .finish()
     }
 }
 
@@ -49,7 +51,10 @@ impl HttpConnectionManager {
         let access_logs = open_access_logs(&spec.access_logs)?;
         let server_name = HeaderValue::from_str(&spec.server_name)
             .unwrap_or_else(|_| HeaderValue::from_static("envoy"));
-        let via = spec.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let via = spec
+            .via
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok());
         let mut builder = auto::Builder::new(TokioExecutor::new());
         {
             let mut h1 = builder.http1();
@@ -127,23 +132,48 @@ impl HttpConnectionManager {
         let is_head = req.method() == Method::HEAD;
         if let Some(l) = finish.log.as_mut() {
             l.method = req.method().as_str().to_string();
-            l.path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+            l.path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string();
             l.scheme = "http";
         }
 
         if req.version() == Version::HTTP_10 && !self.spec.accept_http_10 {
             // Envoy refuses HTTP/1.0 unless `accept_http_10` is set.
-            conn.closing.store(true, std::sync::atomic::Ordering::Relaxed);
-            return local_reply_with(&self, 426, Some(Bytes::from_static(b"Upgrade Required")), Some(finish), "low_version", true);
+            conn.closing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return local_reply_with(
+                &self,
+                426,
+                Some(Bytes::from_static(b"Upgrade Required")),
+                Some(finish),
+                "low_version",
+                true,
+            );
         }
-        if conn.head_has_cl_and_te.load(std::sync::atomic::Ordering::Relaxed)
+        if conn
+            .head_has_cl_and_te
+            .load(std::sync::atomic::Ordering::Relaxed)
             && req.headers().contains_key(header::TRANSFER_ENCODING)
         {
-            conn.closing.store(true, std::sync::atomic::Ordering::Relaxed);
-            return local_reply_with(&self, 400, Some(Bytes::from_static(b"Bad Request")), Some(finish), "http1.content_length_and_chunked_not_allowed", true);
+            conn.closing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return local_reply_with(
+                &self,
+                400,
+                Some(Bytes::from_static(b"Bad Request")),
+                Some(finish),
+                "http1.content_length_and_chunked_not_allowed",
+                true,
+            );
         }
-        let Some(authority) = authority_of(&req, self.spec.default_host_for_http_10.as_deref()) else {
-            conn.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let Some(authority) = authority_of(&req, self.spec.default_host_for_http_10.as_deref())
+        else {
+            conn.closing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return local_reply_with(&self, 400, None, Some(finish), "missing_host_header", true);
         };
         if let Some(l) = finish.log.as_mut() {
@@ -151,7 +181,11 @@ impl HttpConnectionManager {
             l.request_headers = req.headers().clone();
         }
 
-        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let host_lc;
         let host: &str = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
             host_lc = authority.to_ascii_lowercase();
@@ -172,20 +206,40 @@ impl HttpConnectionManager {
         match &route.action {
             RouteAction::DirectResponse { status, body } => {
                 s.rq_direct_response.inc();
-                let mut resp = local_reply(&self, *status, body.clone(), Some(finish), "direct_response");
+                let mut resp = local_reply(
+                    &self,
+                    *status,
+                    body.clone(),
+                    Some(finish),
+                    "direct_response",
+                );
                 if is_head {
                     resp.body_mut().mark_complete();
                 }
                 resp
             }
-            RouteAction::Cluster { cluster, timeout, cluster_not_found_status } => {
+            RouteAction::Cluster {
+                cluster,
+                timeout,
+                cluster_not_found_status,
+            } => {
                 s.rq_total.inc();
                 let Some(cluster) = self.clusters.get(cluster).cloned() else {
                     s.no_cluster.inc();
                     finish.flags.insert(ResponseFlag::NoClusterFound);
-                    return local_reply(&self, *cluster_not_found_status, None, Some(finish), "cluster_not_found");
+                    return local_reply(
+                        &self,
+                        *cluster_not_found_status,
+                        None,
+                        Some(finish),
+                        "cluster_not_found",
+                    );
                 };
-                let target = router::Target { cluster, timeout: *timeout, authority: &authority };
+                let target = router::Target {
+                    cluster,
+                    timeout: *timeout,
+                    authority: &authority,
+                };
                 let mut resp = router::forward(&self, req, target, &conn, finish).await;
                 if is_head {
                     resp.body_mut().mark_complete();

@@ -14,7 +14,8 @@ pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
-pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+    HeaderName::from_static("x-envoy-external-address");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -50,7 +51,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     {
         for name in list.split(',') {
             let name = name.trim();
-            if name.is_empty() || name.eq_ignore_ascii_case("close") || name.eq_ignore_ascii_case("keep-alive") {
+            if name.is_empty()
+                || name.eq_ignore_ascii_case("close")
+                || name.eq_ignore_ascii_case("keep-alive")
+            {
                 continue;
             }
             if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
@@ -67,7 +71,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::TRANSFER_ENCODING);
     h.remove(header::UPGRADE);
     if let Some(te) = h.get(header::TE) {
-        let keep = te.to_str().map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false);
+        let keep = te
+            .to_str()
+            .map(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
+            })
+            .unwrap_or(false);
         if keep {
             h.insert(header::TE, HeaderValue::from_static("trailers"));
         } else {
@@ -140,18 +150,30 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-foo, content-length"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-foo, content-length"),
+        );
         h.insert("x-foo", HeaderValue::from_static("1"));
         h.insert("x-bar", HeaderValue::from_static("2"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         strip_hop_by_hop(&mut h);
         assert!(h.get("x-foo").is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(h.get("x-bar").map(|v| v.as_bytes()), Some(&b"2"[..]));
-        assert_eq!(h.get(header::CONTENT_LENGTH).map(|v| v.as_bytes()), Some(&b"3"[..]));
-        assert_eq!(h.get(header::TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(
+            h.get(header::CONTENT_LENGTH).map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
     }
 }

@@ -89,23 +89,43 @@ impl<T> DownstreamIo<T> {
 /// `GET / HTTP/1.2` or `HTTP/2.0` on an HTTP/1 connection: a version Envoy's codec
 /// refuses with 426.
 pub fn bad_version(head: &[u8]) -> bool {
-    let line_end = head.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(head.len());
+    let line_end = head
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(head.len());
     let line = &head[..line_end];
-    let Some(pos) = line.windows(5).rposition(|w| w == b"HTTP/") else { return false };
+    let Some(pos) = line.windows(5).rposition(|w| w == b"HTTP/") else {
+        return false;
+    };
     let v = &line[pos + 5..];
-    v.len() == 3 && v[1] == b'.' && v[0].is_ascii_digit() && v[2].is_ascii_digit() && v != b"1.0" && v != b"1.1"
+    v.len() == 3
+        && v[1] == b'.'
+        && v[0].is_ascii_digit()
+        && v[2].is_ascii_digit()
+        && v != b"1.0"
+        && v != b"1.1"
 }
 
 pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// A complete HTTP/1.1 head (seen whole in the copy) without a `host` header.
 pub fn missing_host(head: &[u8]) -> bool {
-    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
     let head = &head[..end];
-    let is_11 = head.split(|b| *b == b'\n').next().is_some_and(|l| l.ends_with(b"HTTP/1.1\r") || l.ends_with(b"HTTP/1.1"));
-    is_11 && !head.split(|b| *b == b'\n').skip(1).any(|l| l.len() >= 5 && l[..5].eq_ignore_ascii_case(b"host:"))
+    let is_11 = head
+        .split(|b| *b == b'\n')
+        .next()
+        .is_some_and(|l| l.ends_with(b"HTTP/1.1\r") || l.ends_with(b"HTTP/1.1"));
+    is_11
+        && !head
+            .split(|b| *b == b'\n')
+            .skip(1)
+            .any(|l| l.len() >= 5 && l[..5].eq_ignore_ascii_case(b"host:"))
 }
 
 /// hyper's own error replies have exactly this shape: a 4xx/5xx status line, then
@@ -126,7 +146,9 @@ pub fn is_codec_error_reply(buf: &[u8]) -> Option<&[u8]> {
 impl<T: AsyncWrite + Unpin> DownstreamIo<T> {
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending_pos < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pending_pos..]))?;
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pending_pos..])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -136,7 +158,12 @@ impl<T: AsyncWrite + Unpin> DownstreamIo<T> {
         Poll::Ready(Ok(()))
     }
 
-    fn try_replace(&mut self, first: &[u8], total: usize, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
+    fn try_replace(
+        &mut self,
+        first: &[u8],
+        total: usize,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<io::Result<usize>>> {
         let status = is_codec_error_reply(first)?;
         if self.info.closing.load(Ordering::Relaxed) {
             // Already answered and closing: hyper's complaint about the unread rest is dropped.
@@ -155,7 +182,11 @@ impl<T: AsyncWrite + Unpin> DownstreamIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for DownstreamIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -172,7 +203,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for DownstreamIo<T> {
                     let h = &this.head[..n];
                     contains_ci(h, b"\ncontent-length:") && contains_ci(h, b"\ntransfer-encoding:")
                 };
-                this.info.head_has_cl_and_te.store(suspect, Ordering::Relaxed);
+                this.info
+                    .head_has_cl_and_te
+                    .store(suspect, Ordering::Relaxed);
             }
         }
         r
@@ -180,7 +213,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for DownstreamIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for DownstreamIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
         if let Some(r) = this.try_replace(buf, buf.len(), cx) {

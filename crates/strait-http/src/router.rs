@@ -39,7 +39,13 @@ pub async fn forward(
     let Some(host) = cluster.choose_host().cloned() else {
         cluster.stats.upstream_cx_none_healthy.inc();
         finish.flags.insert(ResponseFlag::NoHealthyUpstream);
-        return local_reply(hcm, 503, Some(Bytes::from_static(b"no healthy upstream")), Some(finish), "no_healthy_upstream");
+        return local_reply(
+            hcm,
+            503,
+            Some(Bytes::from_static(b"no healthy upstream")),
+            Some(finish),
+            "no_healthy_upstream",
+        );
     };
 
     let (mut parts, body) = req.into_parts();
@@ -59,11 +65,17 @@ pub async fn forward(
     {
         h.insert(&X_REQUEST_ID, new_request_id());
     }
-    let request_id = spec.always_set_request_id_in_response.then(|| h.get(&X_REQUEST_ID).cloned()).flatten();
+    let request_id = spec
+        .always_set_request_id_in_response
+        .then(|| h.get(&X_REQUEST_ID).cloned())
+        .flatten();
     if let Some(t) = target.timeout
         && !spec.suppress_envoy_headers
     {
-        h.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, number_value(t.as_millis() as u64));
+        h.insert(
+            &X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
+            number_value(t.as_millis() as u64),
+        );
     }
     if let Some(via) = &hcm.via {
         h.append(header::VIA, via.clone());
@@ -73,7 +85,11 @@ pub async fn forward(
     }
 
     // Protocol conversion: HTTP/1.1 carries the authority in `host`, HTTP/2 in `:authority`.
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     match cluster.spec.protocol {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
@@ -87,7 +103,9 @@ pub async fn forward(
         UpstreamProtocol::Http2 => {
             parts.version = Version::HTTP_2;
             h.remove(header::HOST);
-            let mut b = Uri::builder().scheme(Scheme::HTTP).path_and_query(path.clone());
+            let mut b = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .path_and_query(path.clone());
             b = b.authority(target.authority);
             parts.uri = b.build().unwrap_or_else(|_| Uri::from(path));
         }
@@ -102,7 +120,10 @@ pub async fn forward(
     let up_body = if body_done {
         RequestBody::Empty
     } else {
-        RequestBody::Incoming { inner: body, counters: counters.clone() }
+        RequestBody::Incoming {
+            inner: body,
+            counters: counters.clone(),
+        }
     };
     let up_req = Request::from_parts(parts, up_body);
 
@@ -110,7 +131,12 @@ pub async fn forward(
     cluster.stats.upstream_rq_active.inc();
     host.stats.rq_active.inc();
     let started = Instant::now();
-    finish.upstream = Some(UpstreamInfo { cluster: cluster.clone(), host: host.clone(), started, active: true });
+    finish.upstream = Some(UpstreamInfo {
+        cluster: cluster.clone(),
+        host: host.clone(),
+        started,
+        active: true,
+    });
 
     let send = strait_upstream::send_request(&cluster, &host, up_req);
     let result = match target.timeout {
@@ -137,7 +163,10 @@ pub async fn forward(
             let h = &mut parts.headers;
             strip_hop_by_hop(h);
             if !spec.suppress_envoy_headers {
-                h.insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, number_value(started.elapsed().as_millis() as u64));
+                h.insert(
+                    &X_ENVOY_UPSTREAM_SERVICE_TIME,
+                    number_value(started.elapsed().as_millis() as u64),
+                );
             }
             hcm.apply_server_header(h);
             if let Some(via) = &hcm.via {
@@ -157,7 +186,9 @@ pub async fn forward(
             let transport = e.transport_failure_reason();
             // Envoy names the transport failure in the body only when the transport socket
             // reported one (TLS handshake errors); a refused TCP connect has none.
-            let body = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
+            let body = format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+            );
             match e {
                 UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => {
                     cluster.stats.upstream_rq_pending_failure_eject.inc();
@@ -165,14 +196,22 @@ pub async fn forward(
                 }
                 UpstreamError::Reset(_) => {
                     cluster.stats.upstream_rq_rx_reset.inc();
-                    finish.flags.insert(ResponseFlag::UpstreamConnectionTermination);
+                    finish
+                        .flags
+                        .insert(ResponseFlag::UpstreamConnectionTermination);
                 }
             }
             if let Some(l) = finish.log.as_mut() {
                 l.upstream_failure = transport;
             }
             cluster.stats.record_status(503);
-            let mut resp = local_reply(hcm, 503, Some(Bytes::from(body)), Some(finish), "upstream_reset_before_response_started");
+            let mut resp = local_reply(
+                hcm,
+                503,
+                Some(Bytes::from(body)),
+                Some(finish),
+                "upstream_reset_before_response_started",
+            );
             if let Some(id) = request_id {
                 resp.headers_mut().insert(&X_REQUEST_ID, id);
             }
@@ -183,7 +222,13 @@ pub async fn forward(
             host.stats.rq_timeout.inc();
             cluster.stats.record_status(504);
             finish.flags.insert(ResponseFlag::UpstreamRequestTimeout);
-            let mut resp = local_reply(hcm, 504, Some(Bytes::from_static(b"upstream request timeout")), Some(finish), "upstream_response_timeout");
+            let mut resp = local_reply(
+                hcm,
+                504,
+                Some(Bytes::from_static(b"upstream request timeout")),
+                Some(finish),
+                "upstream_response_timeout",
+            );
             if let Some(id) = request_id {
                 resp.headers_mut().insert(&X_REQUEST_ID, id);
             }
@@ -197,21 +242,35 @@ pub async fn forward(
 /// appends this host's own address, as Envoy does), and name the client in
 /// `x-envoy-external-address`: the peer itself, or with `xff_num_trusted_hops: N` the Nth
 /// address from the right of the incoming `x-forwarded-for`.
-fn set_forwarding_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32, skip_append: bool) {
+fn set_forwarding_headers(
+    h: &mut http::HeaderMap,
+    conn: &ConnInfo,
+    trusted_hops: u32,
+    skip_append: bool,
+) {
     for name in ENVOY_INTERNAL_REQUEST_HEADERS {
         h.remove(*name);
     }
-    let incoming = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let incoming = h
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let peer = conn.remote.ip();
     let client = if trusted_hops == 0 {
         Some(peer)
     } else {
         incoming.as_deref().and_then(|xff| {
-            xff.rsplit(',').nth(trusted_hops as usize - 1).and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            xff.rsplit(',')
+                .nth(trusted_hops as usize - 1)
+                .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
         })
     };
     if !skip_append {
-        let appended = if is_local_loopback(peer) { local_host_address(peer).unwrap_or(peer) } else { peer };
+        let appended = if is_local_loopback(peer) {
+            local_host_address(peer).unwrap_or(peer)
+        } else {
+            peer
+        };
         let v = match incoming.as_deref() {
             Some(prev) if !prev.is_empty() => format!("{prev},{appended}"),
             _ => appended.to_string(),

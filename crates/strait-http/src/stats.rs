@@ -73,7 +73,10 @@ impl HcmStats {
     }
 
     pub fn record_status(&self, status: u16) {
-        if let Some(c) = (status / 100).checked_sub(1).and_then(|i| self.downstream_rq_xx.get(i as usize)) {
+        if let Some(c) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.downstream_rq_xx.get(i as usize))
+        {
             c.inc();
         }
     }
@@ -93,8 +96,10 @@ impl ListenerStats {
             downstream_cx_total: store.counter(&format!("{prefix}.downstream_cx_total")),
             downstream_cx_active: store.gauge(&format!("{prefix}.downstream_cx_active")),
             downstream_cx_destroy: store.counter(&format!("{prefix}.downstream_cx_destroy")),
-            downstream_cx_length_ms: store
-                .histogram(&format!("{prefix}.downstream_cx_length_ms"), HistogramUnit::Milliseconds),
+            downstream_cx_length_ms: store.histogram(
+                &format!("{prefix}.downstream_cx_length_ms"),
+                HistogramUnit::Milliseconds,
+            ),
         }
     }
 }

@@ -355,14 +355,20 @@ impl Store {
     /// that `/clusters` shows but `/stats` does not, as in Envoy).
     pub fn unlisted_counter(&self, name: &str) -> Counter {
         Counter {
-            inner: Some(Arc::new(ScalarInner::new(StatMeta::new(name), self.inner.arena.allocate()))),
+            inner: Some(Arc::new(ScalarInner::new(
+                StatMeta::new(name),
+                self.inner.arena.allocate(),
+            ))),
         }
     }
 
     /// A per-slot gauge that is not listed by the store's renderings.
     pub fn unlisted_gauge(&self, name: &str) -> Gauge {
         Gauge {
-            inner: Some(Arc::new(ScalarInner::new(StatMeta::new(name), self.inner.arena.allocate()))),
+            inner: Some(Arc::new(ScalarInner::new(
+                StatMeta::new(name),
+                self.inner.arena.allocate(),
+            ))),
         }
     }
 

@@ -45,7 +45,10 @@ impl StreamCounters {
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
-    Incoming { inner: Incoming, counters: Arc<StreamCounters> },
+    Incoming {
+        inner: Incoming,
+        counters: Arc<StreamCounters>,
+    },
 }
 
 impl Body for RequestBody {
@@ -63,7 +66,9 @@ impl Body for RequestBody {
                 match &r {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
-                            counters.bytes_received.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            counters
+                                .bytes_received
+                                .fetch_add(d.len() as u64, Ordering::Relaxed);
                         }
                     }
                     Poll::Ready(None) => counters.mark_request_done(),

@@ -116,12 +116,21 @@ impl ClusterStats {
 
     /// Counts a response status from the upstream (`upstream_rq_2xx`, `upstream_rq_200`).
     pub fn record_status(&self, status: u16) {
-        if let Some(c) = (status / 100).checked_sub(1).and_then(|i| self.rq_class.get(i as usize)) {
+        if let Some(c) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.rq_class.get(i as usize))
+        {
             c.inc();
         }
-        if let Some(slot) = status.checked_sub(100).and_then(|i| self.rq_code.get(i as usize)) {
-            slot.get_or_init(|| self.store.counter(&format!("{}upstream_rq_{status}", self.prefix)))
-                .inc();
+        if let Some(slot) = status
+            .checked_sub(100)
+            .and_then(|i| self.rq_code.get(i as usize))
+        {
+            slot.get_or_init(|| {
+                self.store
+                    .counter(&format!("{}upstream_rq_{status}", self.prefix))
+            })
+            .inc();
         }
     }
 }
@@ -171,10 +180,22 @@ impl Cluster {
             .collect();
         stats.membership_total.set(hosts.len() as i64);
         stats.membership_healthy.set(hosts.len() as i64);
-        stats.max_host_weight.set(hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
-        let schedule = smooth_weighted_schedule(&hosts.iter().map(|h| h.weight).collect::<Vec<_>>());
-        let cursors = (0..slots.max(1)).map(|i| Cursor(AtomicUsize::new(i))).collect();
-        Cluster { name: Arc::from(spec.name.as_str()), spec, hosts, stats, schedule, cursors }
+        stats
+            .max_host_weight
+            .set(hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
+        let schedule =
+            smooth_weighted_schedule(&hosts.iter().map(|h| h.weight).collect::<Vec<_>>());
+        let cursors = (0..slots.max(1))
+            .map(|i| Cursor(AtomicUsize::new(i)))
+            .collect();
+        Cluster {
+            name: Arc::from(spec.name.as_str()),
+            spec,
+            hosts,
+            stats,
+            schedule,
+            cursors,
+        }
     }
 
     /// Picks the next host for this worker. No lock, no allocation.
@@ -204,7 +225,10 @@ fn smooth_weighted_schedule(weights: &[u32]) -> Vec<u32> {
     }
     let total: u64 = weights.iter().map(|w| *w as u64).sum();
     let scale = total.div_ceil(65_536).max(1);
-    let w: Vec<i64> = weights.iter().map(|x| ((*x as u64 / scale).max(1)) as i64).collect();
+    let w: Vec<i64> = weights
+        .iter()
+        .map(|x| ((*x as u64 / scale).max(1)) as i64)
+        .collect();
     let total: i64 = w.iter().sum();
     let mut current = vec![0i64; w.len()];
     let mut out = Vec::with_capacity(total as usize);
@@ -238,7 +262,9 @@ impl ClusterManager {
             cm.clusters.insert(c.name.clone(), c.clone());
             cm.order.push(c);
         }
-        store.gauge("cluster_manager.active_clusters").set(cm.order.len() as i64);
+        store
+            .gauge("cluster_manager.active_clusters")
+            .set(cm.order.len() as i64);
         cm
     }
 

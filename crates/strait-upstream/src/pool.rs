@@ -52,8 +52,12 @@ impl UpstreamError {
     /// `transport failure reason` as Envoy prints it, when there is one.
     pub fn transport_failure_reason(&self) -> Option<String> {
         match self {
-            UpstreamError::ConnectFailure(e) => Some(format!("delayed connect error: {}", errno_text(e))),
-            UpstreamError::ConnectTimeout => Some("delayed connect error: Connection timed out".into()),
+            UpstreamError::ConnectFailure(e) => {
+                Some(format!("delayed connect error: {}", errno_text(e)))
+            }
+            UpstreamError::ConnectTimeout => {
+                Some("delayed connect error: Connection timed out".into())
+            }
             UpstreamError::Reset(_) => None,
         }
     }
@@ -136,7 +140,11 @@ fn put_idle_h1(host_id: u64, c: IdleH1) {
 
 async fn connect(cluster: &Cluster, host: &Host) -> Result<TcpStream, UpstreamError> {
     let started = Instant::now();
-    let r = tokio::time::timeout(cluster.spec.connect_timeout, TcpStream::connect(host.address)).await;
+    let r = tokio::time::timeout(
+        cluster.spec.connect_timeout,
+        TcpStream::connect(host.address),
+    )
+    .await;
     let stream = match r {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -157,7 +165,10 @@ async fn connect(cluster: &Cluster, host: &Host) -> Result<TcpStream, UpstreamEr
     };
     let _ = stream.set_nodelay(true);
     cluster.stats.upstream_cx_total.inc();
-    cluster.stats.upstream_cx_connect_ms.record(started.elapsed().as_millis() as u64);
+    cluster
+        .stats
+        .upstream_cx_connect_ms
+        .record(started.elapsed().as_millis() as u64);
     host.stats.cx_total.inc();
     Ok(stream)
 }
@@ -173,7 +184,11 @@ impl CxGuard {
     fn new(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Self {
         cluster.stats.upstream_cx_active.inc();
         host.stats.cx_active.inc();
-        CxGuard { cluster: cluster.clone(), host: host.clone(), opened: Instant::now() }
+        CxGuard {
+            cluster: cluster.clone(),
+            host: host.clone(),
+            opened: Instant::now(),
+        }
     }
 }
 
@@ -181,12 +196,18 @@ impl Drop for CxGuard {
     fn drop(&mut self) {
         self.cluster.stats.upstream_cx_active.dec();
         self.cluster.stats.upstream_cx_destroy.inc();
-        self.cluster.stats.upstream_cx_length_ms.record(self.opened.elapsed().as_millis() as u64);
+        self.cluster
+            .stats
+            .upstream_cx_length_ms
+            .record(self.opened.elapsed().as_millis() as u64);
         self.host.stats.cx_active.dec();
     }
 }
 
-async fn new_h1(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+async fn new_h1(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
     let stream = connect(cluster, host).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -226,8 +247,15 @@ async fn send_h1(
         match tx.try_send_request(req).await {
             Ok(resp) => {
                 let uses = uses + 1;
-                let reusable = cluster.spec.max_requests_per_connection.is_none_or(|m| uses < m);
-                let back = reusable.then_some(PoolReturn { host_id: host.id, tx, uses });
+                let reusable = cluster
+                    .spec
+                    .max_requests_per_connection
+                    .is_none_or(|m| uses < m);
+                let back = reusable.then_some(PoolReturn {
+                    host_id: host.id,
+                    tx,
+                    uses,
+                });
                 return Ok(wrap_response(resp, back));
             }
             Err(mut e) => match e.take_message() {
@@ -267,7 +295,10 @@ async fn send_h2(
             if let Some(w) = s.initial_connection_window_size {
                 b.initial_connection_window_size(w);
             }
-            let (tx, conn) = b.handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Reset)?;
+            let (tx, conn) = b
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(UpstreamError::Reset)?;
             cluster.stats.upstream_cx_http2_total.inc();
             let guard = CxGuard::new(cluster, host);
             tokio::spawn(async move {
@@ -314,7 +345,14 @@ pub struct PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(b) = self.back.take() {
-            put_idle_h1(b.host_id, IdleH1 { tx: b.tx, since: Instant::now(), uses: b.uses });
+            put_idle_h1(
+                b.host_id,
+                IdleH1 {
+                    tx: b.tx,
+                    since: Instant::now(),
+                    uses: b.uses,
+                },
+            );
         }
     }
 }
@@ -361,4 +399,3 @@ pub fn clear_worker_pools() {
         p.h2.clear();
     });
 }
-

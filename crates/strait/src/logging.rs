@@ -21,7 +21,11 @@ pub fn level_filter(level: &str) -> Result<Option<Level>, String> {
         "warning" | "warn" => Level::WARN,
         "error" | "critical" => Level::ERROR,
         "off" => return Ok(None),
-        other => return Err(format!("error: invalid log level {other:?}: use trace, debug, info, warning, error, critical or off")),
+        other => {
+            return Err(format!(
+                "error: invalid log level {other:?}: use trace, debug, info, warning, error, critical or off"
+            ));
+        }
     }))
 }
 
@@ -32,7 +36,9 @@ pub struct PatternFormat {
 
 impl PatternFormat {
     pub fn new(pattern: &str) -> Self {
-        PatternFormat { pattern: pattern.to_string() }
+        PatternFormat {
+            pattern: pattern.to_string(),
+        }
     }
 }
 
@@ -51,8 +57,15 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let secs = now.as_secs();
         let (y, mo, d) = civil(secs / 86_400);
         let rem = secs % 86_400;
@@ -75,7 +88,13 @@ where
                 Some('e') => write!(w, "{:03}", now.subsec_millis())?,
                 Some('f') => write!(w, "{:06}", now.subsec_micros())?,
                 Some('l') => w.write_str(level_name(meta.level()))?,
-                Some('L') => w.write_char(level_name(meta.level()).chars().next().unwrap_or('?').to_ascii_uppercase())?,
+                Some('L') => w.write_char(
+                    level_name(meta.level())
+                        .chars()
+                        .next()
+                        .unwrap_or('?')
+                        .to_ascii_uppercase(),
+                )?,
                 Some('n') => w.write_str(component(meta.target()))?,
                 Some('t') => write!(w, "{}", thread_id())?,
                 Some('P') => write!(w, "{}", std::process::id())?,
@@ -120,7 +139,11 @@ fn civil(days: u64) -> (i64, u32, u32) {
 }
 
 /// Installs the global subscriber. Log lines go to stderr or `--log-path`.
-pub fn init(level: Option<Level>, format: &str, path: Option<&std::path::Path>) -> Result<(), String> {
+pub fn init(
+    level: Option<Level>,
+    format: &str,
+    path: Option<&std::path::Path>,
+) -> Result<(), String> {
     let Some(level) = level else { return Ok(()) };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -133,7 +156,9 @@ pub fn init(level: Option<Level>, format: &str, path: Option<&std::path::Path>) 
                 .open(p)
                 .map_err(|e| format!("cannot open --log-path {}: {e}", p.display()))?;
             let f = Mutex::new(f);
-            builder.with_writer(move || LockedFile(f.lock().ok().and_then(|g| g.try_clone().ok()))).init();
+            builder
+                .with_writer(move || LockedFile(f.lock().ok().and_then(|g| g.try_clone().ok())))
+                .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }

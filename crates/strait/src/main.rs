@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints "unexpected argument" with a hint; exit 1 like Envoy on bad flags.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if cli.version {
@@ -38,7 +42,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
-    let src = Source { path: cli.config_path.as_deref(), yaml: cli.config_yaml.as_deref() };
+    let src = Source {
+        path: cli.config_path.as_deref(),
+        yaml: cli.config_yaml.as_deref(),
+    };
     let opts = CompileOptions {
         service_cluster: cli.service_cluster.clone(),
         service_node: cli.service_node.clone(),
@@ -47,8 +54,15 @@ fn main() -> ExitCode {
     let config = match strait_config::load_bootstrap(&src, &opts) {
         Ok(c) => c,
         Err(errs) => {
-            let name = cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "--config-yaml".into());
-            eprintln!("error: invalid configuration '{name}': {} error(s)", errs.0.len());
+            let name = cli
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "--config-yaml".into());
+            eprintln!(
+                "error: invalid configuration '{name}': {} error(s)",
+                errs.0.len()
+            );
             for e in &errs.0 {
                 eprintln!("  {e}");
             }
@@ -57,17 +71,22 @@ fn main() -> ExitCode {
     };
     match cli.mode {
         cli::Mode::Validate => {
-            let name = cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "--config-yaml".into());
+            let name = cli
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "--config-yaml".into());
             println!("configuration '{name}' OK");
             return ExitCode::SUCCESS;
         }
         cli::Mode::InitOnly | cli::Mode::Serve => {}
     }
 
-    let concurrency = cli
-        .concurrency
-        .filter(|c| *c > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let concurrency = cli.concurrency.filter(|c| *c > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let command_line = serde_json::json!({
         "base_id": cli.base_id.to_string(),
         "concurrency": concurrency,

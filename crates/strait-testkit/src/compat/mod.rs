@@ -92,7 +92,9 @@ impl CaseOutcome {
     /// A `strait_pending` case: its failures are expected (reported, not counted), and
     /// passing is itself a failure, so the marker is removed once the gap is closed.
     fn settle_pending(&mut self) {
-        let Some(reason) = self.pending.clone() else { return };
+        let Some(reason) = self.pending.clone() else {
+            return;
+        };
         if self.failures.is_empty() {
             self.failures.push(format!(
                 "passes on Strait now: remove `strait_pending: {reason}` from the case file"
@@ -377,7 +379,11 @@ pub fn run_cases(proxy: &ProxyCmd, cases_dir: &Path) -> Report {
             proxy.label(),
             outcome.name,
             outcome.duration.as_secs_f64(),
-            outcome.pending.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            outcome
+                .pending
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
         report.cases.push(outcome);
     }
@@ -1027,7 +1033,9 @@ fn validate_one(proxy: &ProxyCmd, case: &ValidateFile, stem: &str, outcome: &mut
     let expected = match (proxy.kind, case.strait_expect_exit) {
         (ProxyKind::Strait, Some(code)) => {
             if case.strait_difference.is_none() {
-                outcome.failures.push("`strait_expect_exit` needs a `strait_difference` saying why".into());
+                outcome
+                    .failures
+                    .push("`strait_expect_exit` needs a `strait_difference` saying why".into());
             }
             code
         }
