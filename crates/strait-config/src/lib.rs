@@ -12,6 +12,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod pgv;
+pub mod route;
 pub mod supported;
 
 use std::path::Path;

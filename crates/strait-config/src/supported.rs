@@ -83,35 +83,6 @@ pub const SUPPORTED_FIELDS: &[(&str, &[&str])] = &[
         &["suppress_envoy_headers"],
     ),
     (
-        "envoy.config.route.v3.RouteConfiguration",
-        &["name", "virtual_hosts", "ignore_port_in_host_matching"],
-    ),
-    (
-        "envoy.config.route.v3.VirtualHost",
-        &["name", "domains", "routes"],
-    ),
-    (
-        "envoy.config.route.v3.Route",
-        &["name", "match", "route", "direct_response"],
-    ),
-    (
-        "envoy.config.route.v3.RouteMatch",
-        &["prefix", "path", "safe_regex", "case_sensitive"],
-    ),
-    (
-        "envoy.type.matcher.v3.RegexMatcher",
-        &["regex", "google_re2"],
-    ),
-    ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", &[]),
-    (
-        "envoy.config.route.v3.RouteAction",
-        &["cluster", "timeout", "cluster_not_found_response_code"],
-    ),
-    (
-        "envoy.config.route.v3.DirectResponseAction",
-        &["status", "body"],
-    ),
-    (
         "envoy.config.core.v3.DataSource",
         &["inline_string", "inline_bytes", "filename"],
     ),
@@ -210,11 +181,16 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
 ];
 
-fn supported_fields(message: &str) -> Option<&'static [&'static str]> {
+/// Every (message, fields) entry: this table plus the ones the routing modules keep next
+/// to their code. A message may appear in several tables; its fields are the union.
+fn all_tables() -> impl Iterator<Item = &'static (&'static str, &'static [&'static str])> {
     SUPPORTED_FIELDS
         .iter()
-        .find(|(m, _)| *m == message)
-        .map(|(_, f)| *f)
+        .chain(crate::route::supported_fields())
+}
+
+fn is_supported(message: &str, field: &str) -> bool {
+    all_tables().any(|(m, fs)| *m == message && fs.contains(&field))
 }
 
 /// Reports every set field (at any depth, inside `Any` payloads too) that Strait does not
@@ -250,10 +226,9 @@ pub fn check_supported(msg: &DynamicMessage, path: &FieldPath, errs: &mut Config
     if name.starts_with("google.protobuf.") {
         return;
     }
-    let allowed = supported_fields(name).unwrap_or(&[]);
     for (field, value) in msg.fields() {
         let fpath = path.field(field.name());
-        if !allowed.contains(&field.name()) {
+        if !is_supported(name, field.name()) {
             errs.push(fpath.to_string(), "is not supported by Strait yet");
             continue;
         }
@@ -295,7 +270,15 @@ pub fn render_markdown() -> String {
         out.push_str(&format!("- `{e}`\n"));
     }
     out.push_str("\n## Fields by message\n\n| message | fields |\n|---|---|\n");
-    for (m, fields) in SUPPORTED_FIELDS {
+    let mut merged: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (m, fields) in all_tables() {
+        match merged.iter_mut().find(|(n, _)| n == m) {
+            Some((_, fs)) => fs.extend(fields.iter().copied()),
+            None => merged.push((m, fields.to_vec())),
+        }
+    }
+    merged.sort_by(|a, b| a.0.cmp(b.0));
+    for (m, fields) in merged {
         let f: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
         let f = if f.is_empty() {
             "(none; the message may be empty)".to_string()
@@ -314,7 +297,7 @@ mod tests {
     #[test]
     fn supported_fields_exist_in_the_descriptors() {
         let pool = envoy_api::pool();
-        for (m, fields) in SUPPORTED_FIELDS {
+        for (m, fields) in all_tables() {
             let desc = pool
                 .get_message_by_name(m)
                 .unwrap_or_else(|| panic!("no message {m}"));

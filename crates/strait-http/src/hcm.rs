@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use strait_accesslog::{AccessLogSink, Formatter, ResponseFlag};
 use strait_config::model::{Codec, HcmSpec, RouteAction, ServerHeader};
+use strait_config::route::RequestView;
 use strait_stats::Store;
 use strait_upstream::ClusterManager;
 
@@ -194,7 +195,14 @@ impl HttpConnectionManager {
             &authority
         };
         let table = &self.spec.routes;
-        let route = table.find_vhost(host).and_then(|vh| vh.find_route(path));
+        let view = RequestView {
+            path,
+            method: req.method(),
+            headers: req.headers(),
+            authority: &authority,
+            scheme: "http",
+        };
+        let route = table.find_vhost(host).and_then(|vh| vh.find_route(&view));
         let Some(route) = route else {
             s.no_route.inc();
             finish.flags.insert(ResponseFlag::NoRouteFound);
@@ -218,26 +226,22 @@ impl HttpConnectionManager {
                 }
                 resp
             }
-            RouteAction::Cluster {
-                cluster,
-                timeout,
-                cluster_not_found_status,
-            } => {
+            RouteAction::Cluster(action) => {
                 s.rq_total.inc();
-                let Some(cluster) = self.clusters.get(cluster).cloned() else {
+                let Some(cluster) = self.clusters.get(&action.cluster).cloned() else {
                     s.no_cluster.inc();
                     finish.flags.insert(ResponseFlag::NoClusterFound);
                     return local_reply(
                         &self,
-                        *cluster_not_found_status,
+                        action.cluster_not_found_status,
                         None,
                         Some(finish),
                         "cluster_not_found",
                     );
                 };
                 let target = router::Target {
+                    action,
                     cluster,
-                    timeout: *timeout,
                     authority: &authority,
                 };
                 let mut resp = router::forward(&self, req, target, &conn, finish).await;

@@ -1,0 +1,165 @@
+//! Clusters: discovery type, load balancing policy, endpoints and upstream protocol options.
+
+use std::time::Duration;
+
+use envoy_api::pb::envoy::config::cluster::v3 as cl;
+use envoy_api::pb::envoy::extensions::upstreams::http::v3 as uphttp;
+
+use super::HTTP_OPTIONS_TYPE;
+use super::common::{duration, socket_address, type_name, unpack};
+use crate::error::{ConfigErrors, FieldPath};
+use crate::model::*;
+
+pub(crate) fn compile_cluster(
+    c: &cl::Cluster,
+    path: &FieldPath,
+    errs: &mut ConfigErrors,
+) -> Option<ClusterSpec> {
+    match &c.cluster_discovery_type {
+        None => {}
+        Some(cl::cluster::ClusterDiscoveryType::Type(t))
+            if *t == cl::cluster::DiscoveryType::Static as i32 => {}
+        Some(cl::cluster::ClusterDiscoveryType::Type(t)) => {
+            let name = cl::cluster::DiscoveryType::try_from(*t)
+                .map(|d| d.as_str_name())
+                .unwrap_or("?");
+            errs.push(
+                path.field("type").to_string(),
+                format!("cluster type {name} is not supported by Strait yet (STATIC is)"),
+            );
+            return None;
+        }
+        Some(_) => {
+            errs.push(
+                path.field("cluster_type").to_string(),
+                "is not supported by Strait yet",
+            );
+            return None;
+        }
+    }
+    if c.lb_policy != cl::cluster::LbPolicy::RoundRobin as i32 {
+        let name = cl::cluster::LbPolicy::try_from(c.lb_policy)
+            .map(|d| d.as_str_name())
+            .unwrap_or("?");
+        errs.push(
+            path.field("lb_policy").to_string(),
+            format!("lb_policy {name} is not supported by Strait yet (ROUND_ROBIN is)"),
+        );
+        return None;
+    }
+    let connect_timeout = c
+        .connect_timeout
+        .as_ref()
+        .and_then(|d| duration(d, &path.field("connect_timeout"), errs))
+        .unwrap_or(Duration::from_secs(5));
+    let mut endpoints = Vec::new();
+    if let Some(la) = &c.load_assignment {
+        let lp = path.field("load_assignment");
+        for (i, lle) in la.endpoints.iter().enumerate() {
+            let ep = lp.field("endpoints").index(i);
+            for (j, lbe) in lle.lb_endpoints.iter().enumerate() {
+                let bp = ep.field("lb_endpoints").index(j);
+                use envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as H;
+                let Some(H::Endpoint(e)) = &lbe.host_identifier else {
+                    errs.push(
+                        bp.field("endpoint").to_string(),
+                        "an endpoint is required (endpoint_name is not supported by Strait yet)",
+                    );
+                    continue;
+                };
+                let Some(address) = socket_address(
+                    e.address.as_ref(),
+                    &bp.field("endpoint").field("address"),
+                    errs,
+                ) else {
+                    continue;
+                };
+                let weight = lbe
+                    .load_balancing_weight
+                    .as_ref()
+                    .map(|w| w.value)
+                    .unwrap_or(1);
+                endpoints.push(EndpointSpec {
+                    address,
+                    weight: weight.max(1),
+                    hostname: e.hostname.clone(),
+                });
+            }
+        }
+    }
+    // Upstream protocol: typed_extension_protocol_options' HttpProtocolOptions.
+    let mut protocol = UpstreamProtocol::Http1;
+    let mut h2 = H2Settings::default();
+    let mut common = c.common_http_protocol_options;
+    for (k, any) in &c.typed_extension_protocol_options {
+        let kp = path.field("typed_extension_protocol_options").key(k);
+        if type_name(any) != HTTP_OPTIONS_TYPE {
+            errs.push(
+                kp.to_string(),
+                format!(
+                    "protocol options {} are not supported by Strait yet",
+                    type_name(any)
+                ),
+            );
+            continue;
+        }
+        let Some(o) = unpack::<uphttp::HttpProtocolOptions>(any, &kp, errs) else {
+            continue;
+        };
+        if o.common_http_protocol_options.is_some() {
+            common = o.common_http_protocol_options;
+        }
+        use uphttp::http_protocol_options::UpstreamProtocolOptions as U;
+        use uphttp::http_protocol_options::explicit_http_config::ProtocolConfig as P;
+        match &o.upstream_protocol_options {
+            Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
+                Some(P::Http2ProtocolOptions(o2)) => {
+                    protocol = UpstreamProtocol::Http2;
+                    h2 = H2Settings {
+                        max_concurrent_streams: o2.max_concurrent_streams.as_ref().map(|v| v.value),
+                        initial_stream_window_size: o2.initial_stream_window_size.as_ref().map(|v| v.value),
+                        initial_connection_window_size: o2.initial_connection_window_size.as_ref().map(|v| v.value),
+                    };
+                }
+                Some(P::HttpProtocolOptions(_)) | None => {}
+                Some(_) => errs.push(kp.field("explicit_http_config").to_string(), "HTTP/3 upstreams are not supported by Strait yet"),
+            },
+            Some(_) => errs.push(
+                kp.to_string(),
+                "only explicit_http_config is supported by Strait yet (use_downstream_protocol_config and auto_config are not)",
+            ),
+            None => {}
+        }
+    }
+    let common = common.unwrap_or_default();
+    let idle_timeout = match &common.idle_timeout {
+        Some(d) => duration(
+            d,
+            &path
+                .field("common_http_protocol_options")
+                .field("idle_timeout"),
+            errs,
+        )
+        .filter(|d| !d.is_zero()),
+        None => Some(Duration::from_secs(3600)),
+    };
+    Some(ClusterSpec {
+        name: c.name.clone(),
+        connect_timeout,
+        lb_policy: LbPolicy::RoundRobin,
+        endpoints,
+        protocol,
+        h2,
+        idle_timeout,
+        max_requests_per_connection: common
+            .max_requests_per_connection
+            .as_ref()
+            .map(|v| v.value)
+            .filter(|v| *v > 0),
+        buffer_limit_bytes: c
+            .per_connection_buffer_limit_bytes
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(1024 * 1024),
+    })
+}
