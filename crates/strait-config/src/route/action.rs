@@ -13,7 +13,7 @@ use crate::error::{ConfigErrors, FieldPath};
 pub const SUPPORTED: &[(&str, &[&str])] = &[
     (
         "envoy.config.route.v3.RouteAction",
-        &["cluster", "timeout", "cluster_not_found_response_code"],
+        &["cluster", "cluster_not_found_response_code"],
     ),
     (
         "envoy.config.route.v3.DirectResponseAction",

@@ -8,7 +8,7 @@ use super::compile::RouteContext;
 use crate::compile::common::duration;
 use crate::error::{ConfigErrors, FieldPath};
 
-pub const SUPPORTED: &[(&str, &[&str])] = &[];
+pub const SUPPORTED: &[(&str, &[&str])] = &[("envoy.config.route.v3.RouteAction", &["timeout"])];
 
 /// The time limits of a cluster action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
