@@ -41,22 +41,37 @@ pub struct Source<'a> {
 
 /// Loads, validates and compiles a bootstrap. Returns every error found.
 pub fn load_bootstrap(src: &Source<'_>, opts: &CompileOptions) -> Result<Config, ConfigErrors> {
-    let msg = load_bootstrap_message(src)?;
-    compile_message(&msg, opts)
+    let (msg, pruned) = load_bootstrap_message_lenient(src)?;
+    compile_message_after(&msg, opts, pruned)
 }
 
 /// Text to a merged, syntactically valid Bootstrap message (no semantic checks yet).
 pub fn load_bootstrap_message(src: &Source<'_>) -> Result<DynamicMessage, ConfigErrors> {
+    let (msg, pruned) = load_bootstrap_message_lenient(src)?;
+    pruned.into_result(msg)
+}
+
+/// Like [`load_bootstrap_message`], but unknown fields and unknown `@type`s are pruned and
+/// returned beside the message, so the later stages can still report their own errors.
+fn load_bootstrap_message_lenient(
+    src: &Source<'_>,
+) -> Result<(DynamicMessage, ConfigErrors), ConfigErrors> {
+    if src.path.is_none() && src.yaml.is_none() {
+        return Err(ConfigErrors::one(
+            "",
+            "no configuration: give -c/--config-path or --config-yaml",
+        ));
+    }
     let desc = bootstrap_desc()?;
-    let mut msg = match src.path {
+    let (mut msg, mut pruned) = match src.path {
         Some(p) => {
             let (text, format) = load::read_file(p)?;
-            load::message_from_text(&text, format, &desc)?
+            load::message_from_text_lenient(&text, format, &desc)?
         }
-        None => DynamicMessage::new(desc.clone()),
+        None => (DynamicMessage::new(desc.clone()), ConfigErrors::default()),
     };
     if let Some(yaml) = src.yaml {
-        let overlay = load::message_from_text(yaml, load::DocFormat::Yaml, &desc).map_err(|e| {
+        let in_overlay = |e: ConfigErrors| {
             ConfigErrors(
                 e.0.into_iter()
                     .map(|mut e| {
@@ -65,16 +80,14 @@ pub fn load_bootstrap_message(src: &Source<'_>) -> Result<DynamicMessage, Config
                     })
                     .collect(),
             )
-        })?;
+        };
+        let (overlay, overlay_pruned) =
+            load::message_from_text_lenient(yaml, load::DocFormat::Yaml, &desc)
+                .map_err(in_overlay)?;
+        pruned.0.extend(in_overlay(overlay_pruned).0);
         load::merge_into(&mut msg, &overlay)?;
     }
-    if src.path.is_none() && src.yaml.is_none() {
-        return Err(ConfigErrors::one(
-            "",
-            "no configuration: give -c/--config-path or --config-yaml",
-        ));
-    }
-    Ok(msg)
+    Ok((msg, pruned))
 }
 
 /// Validation rules, supported-field check and compilation of a loaded message.
@@ -82,7 +95,15 @@ pub fn compile_message(
     msg: &DynamicMessage,
     opts: &CompileOptions,
 ) -> Result<Config, ConfigErrors> {
-    let mut errs = ConfigErrors::default();
+    compile_message_after(msg, opts, ConfigErrors::default())
+}
+
+/// [`compile_message`], adding its errors to those the loading stage already found.
+fn compile_message_after(
+    msg: &DynamicMessage,
+    opts: &CompileOptions,
+    mut errs: ConfigErrors,
+) -> Result<Config, ConfigErrors> {
     let root = FieldPath::root();
     pgv::validate(msg, &root, &mut errs);
     supported::check_supported(msg, &root, &mut errs);
@@ -95,7 +116,13 @@ pub fn compile_message(
     let mut compile_errs = ConfigErrors::default();
     let config = compile::compile(&typed, json, opts, &mut compile_errs);
     for e in compile_errs.0 {
-        if !errs.0.iter().any(|x| x.path == e.path) {
+        // Skip what an earlier stage already reported at this path or inside it (a pruned
+        // `typed_config` makes the compile step see it as missing).
+        let covered = errs.0.iter().any(|x| {
+            x.path == e.path
+                || (x.path.starts_with(e.path.as_str()) && x.path[e.path.len()..].starts_with('.'))
+        });
+        if !covered {
             errs.0.push(e);
         }
     }

@@ -63,17 +63,39 @@ pub fn message_from_text(
     message_from_json(value, desc)
 }
 
+/// [`message_from_text`] with [`message_from_json_lenient`]'s pruning.
+pub fn message_from_text_lenient(
+    text: &str,
+    format: DocFormat,
+    desc: &MessageDescriptor,
+) -> Result<(DynamicMessage, ConfigErrors), ConfigErrors> {
+    let value = parse_document(text, format)?;
+    message_from_json_lenient(value, desc)
+}
+
 /// Deserialises a JSON tree into a message of type `desc` with Envoy's rules.
 pub fn message_from_json(
-    mut value: Value,
+    value: Value,
     desc: &MessageDescriptor,
 ) -> Result<DynamicMessage, ConfigErrors> {
-    normalize_message(&mut value, desc);
+    let (msg, errs) = message_from_json_lenient(value, desc)?;
+    errs.into_result(msg)
+}
+
+/// Like [`message_from_json`], but unknown fields and `Any`s of unknown types are pruned and
+/// returned as errors beside the message, so later checks can report their problems in the
+/// same run. A value that cannot be deserialised at all is still a hard error.
+pub fn message_from_json_lenient(
+    mut value: Value,
+    desc: &MessageDescriptor,
+) -> Result<(DynamicMessage, ConfigErrors), ConfigErrors> {
+    let mut pruned = ConfigErrors::default();
+    normalize_message(&mut value, desc, &FieldPath::root(), &mut pruned);
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(&value, &mut track);
     let opts = prost_reflect::DeserializeOptions::new().deny_unknown_fields(true);
     match DynamicMessage::deserialize_with_options(desc.clone(), de, &opts) {
-        Ok(m) => Ok(m),
+        Ok(m) => Ok((m, pruned)),
         Err(e) => {
             let path = track.path().to_string();
             let mut path = if path == "." { String::new() } else { path };
@@ -86,7 +108,8 @@ pub fn message_from_json(
                 }
                 path.push_str(key);
             }
-            Err(ConfigErrors::one(path, explain_serde_error(&msg)))
+            pruned.push(path, explain_serde_error(&msg));
+            Err(pruned)
         }
     }
 }
@@ -136,12 +159,19 @@ fn is_wrapper(name: &str) -> bool {
     )
 }
 
-/// Rewrites `value` in place so canonical proto JSON accepts what Envoy accepts.
-fn normalize_message(value: &mut Value, desc: &MessageDescriptor) {
+/// Rewrites `value` in place so canonical proto JSON accepts what Envoy accepts, and prunes
+/// what it cannot accept (unknown fields, `Any`s of unknown types), recording each with its
+/// path, so one run reports all of them and the later checks still see the rest. Returns
+/// false when `value` itself must be dropped.
+fn normalize_message(
+    value: &mut Value,
+    desc: &MessageDescriptor,
+    path: &FieldPath,
+    errs: &mut ConfigErrors,
+) -> bool {
     let name = desc.full_name();
     if name == "google.protobuf.Any" {
-        normalize_any(value);
-        return;
+        return normalize_any(value, path, errs);
     }
     if is_wrapper(name) {
         // Envoy accepts `{value: N}` for wrappers as well as the bare `N`.
@@ -154,44 +184,64 @@ fn normalize_message(value: &mut Value, desc: &MessageDescriptor) {
         if let Some(field) = desc.get_field_by_name("value") {
             normalize_scalar(value, &field.kind());
         }
-        return;
+        return true;
     }
     if name.starts_with("google.protobuf.") {
-        return; // Duration, Struct, Timestamp...: canonical JSON only.
+        return true; // Duration, Struct, Timestamp...: canonical JSON only.
     }
-    let Value::Object(map) = value else { return };
+    let Value::Object(map) = value else {
+        return true;
+    };
+    let mut unknown = Vec::new();
+    let mut dropped = Vec::new();
     for (key, v) in map.iter_mut() {
         let field = desc
             .get_field_by_name(key)
             .or_else(|| desc.get_field_by_json_name(key));
-        let Some(field) = field else { continue };
+        let Some(field) = field else {
+            errs.push(
+                path.field(key).to_string(),
+                format!("unknown field \"{key}\""),
+            );
+            unknown.push(key.clone());
+            continue;
+        };
+        let fpath = path.field(field.name());
         if field.is_map() {
             if let (Value::Object(entries), Kind::Message(entry)) = (v, field.kind())
                 && let Some(vf) = entry.map_entry_value_field().kind().as_message().cloned()
             {
-                for ev in entries.values_mut() {
-                    normalize_message(ev, &vf);
-                }
+                entries.retain(|k, ev| normalize_message(ev, &vf, &fpath.key(k), errs));
             }
             continue;
         }
         let kind = field.kind();
         if field.is_list() {
             if let Value::Array(items) = v {
-                for item in items {
-                    normalize_value(item, &kind);
-                }
+                let mut i = 0;
+                items.retain_mut(|item| {
+                    let keep = normalize_value(item, &kind, &fpath.index(i), errs);
+                    i += 1;
+                    keep
+                });
             }
-        } else {
-            normalize_value(v, &kind);
+        } else if !normalize_value(v, &kind, &fpath, errs) {
+            dropped.push(key.clone());
         }
     }
+    for k in unknown.iter().chain(dropped.iter()) {
+        map.remove(k);
+    }
+    true
 }
 
-fn normalize_value(v: &mut Value, kind: &Kind) {
+fn normalize_value(v: &mut Value, kind: &Kind, path: &FieldPath, errs: &mut ConfigErrors) -> bool {
     match kind {
-        Kind::Message(m) => normalize_message(v, m),
-        other => normalize_scalar(v, other),
+        Kind::Message(m) => normalize_message(v, m, path, errs),
+        other => {
+            normalize_scalar(v, other);
+            true
+        }
     }
 }
 
@@ -225,43 +275,50 @@ fn normalize_scalar(v: &mut Value, kind: &Kind) {
     }
 }
 
-fn normalize_any(value: &mut Value) {
-    let Value::Object(map) = value else { return };
+fn normalize_any(value: &mut Value, path: &FieldPath, errs: &mut ConfigErrors) -> bool {
+    let Value::Object(map) = value else {
+        return true;
+    };
     let Some(Value::String(type_url)) = map.get("@type") else {
-        return;
+        return true; // deserialisation reports the missing @type
     };
     let type_name = envoy_api::type_name_of_url(type_url).to_string();
     if TYPED_STRUCTS.contains(&type_name.as_str()) {
         // {"@type": TypedStruct, type_url: X, value: {...}} -> {"@type": X, ...}
         let inner_url = match map.get("type_url") {
             Some(Value::String(s)) => s.clone(),
-            _ => return, // left as is: deserialisation reports the problem
+            _ => return true, // left as is: deserialisation reports the problem
         };
         let mut rewritten = match map.remove("value") {
             Some(Value::Object(m)) => m,
-            Some(_) => return,
+            Some(_) => return true,
             None => Map::new(),
         };
         rewritten.insert("@type".into(), Value::String(inner_url));
         *map = rewritten;
-        return normalize_any(value);
+        return normalize_any(value, path, errs);
     }
     let Some(desc) = envoy_api::pool().get_message_by_name(&type_name) else {
-        return;
+        errs.push(
+            path.field("@type").to_string(),
+            format!("unknown type {type_url}"),
+        );
+        return false;
     };
     if desc.full_name().starts_with("google.protobuf.") {
         if let Some(inner) = map.get_mut("value") {
-            normalize_message(inner, &desc);
+            normalize_message(inner, &desc, &path.field("value"), errs);
         }
-        return;
+        return true;
     }
     let ty = map.remove("@type");
     let mut rest = Value::Object(std::mem::take(map));
-    normalize_message(&mut rest, &desc);
+    normalize_message(&mut rest, &desc, path, errs);
     if let (Value::Object(rest), Some(ty)) = (rest, ty) {
         map.insert("@type".into(), ty);
         map.extend(rest);
     }
+    true
 }
 
 /// Reads the config file named by `-c`, choosing the format by extension.
