@@ -114,6 +114,19 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
         let _ = l.address;
     }
     let mut handles = Vec::new();
+    if std::env::var("STRAIT_RUNTIME").is_ok_and(|v| v == "multi_thread") {
+        // The alternative kept for measurement (docs/design/threading.md): one work-stealing
+        // runtime with N threads serving every listener socket.
+        let socks: Vec<WorkerSocket> = per_worker.into_iter().flatten().collect();
+        let drain = drain_rx.clone();
+        let active = active_conns.clone();
+        let h = thread::Builder::new()
+            .name("strait-wrk".into())
+            .spawn(move || shared_runtime_main(workers, socks, drain, active))
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        handles.push(h);
+        per_worker = Vec::new();
+    }
     for (w, socks) in per_worker.into_iter().enumerate() {
         let drain = drain_rx.clone();
         let active = active_conns.clone();
@@ -235,6 +248,32 @@ type WorkerSocket = (
     Arc<ListenerStats>,
 );
 
+/// `STRAIT_RUNTIME=multi_thread`: every listener on one multi-thread runtime.
+fn shared_runtime_main(
+    workers: usize,
+    sockets: Vec<WorkerSocket>,
+    drain: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+) {
+    let next_slot = Arc::new(AtomicUsize::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .on_thread_start(move || {
+            let n = next_slot.fetch_add(1, Ordering::Relaxed);
+            strait_stats::set_thread_slot(1 + n % workers);
+        })
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the worker runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(serve_sockets(0, sockets, drain, active));
+}
+
 fn worker_main(
     index: usize,
     sockets: Vec<WorkerSocket>,
@@ -252,36 +291,44 @@ fn worker_main(
             return;
         }
     };
-    rt.block_on(async move {
-        let mut accept_tasks = Vec::new();
-        for (sock, hcm, stats) in sockets {
-            let listener = match tokio::net::TcpListener::from_std(sock) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("worker {index}: {e}");
-                    continue;
-                }
-            };
-            let drain = drain.clone();
-            let active = active.clone();
-            accept_tasks.push(tokio::spawn(accept_loop(
-                listener, hcm, stats, drain, active,
-            )));
-        }
-        // Stop accepting when draining; connections finish on their own.
-        let mut d = drain.clone();
-        while !*d.borrow() {
-            if d.changed().await.is_err() {
-                break;
+    rt.block_on(serve_sockets(index, sockets, drain, active));
+}
+
+/// Accepts on `sockets` until draining starts, then waits for this worker's connections.
+async fn serve_sockets(
+    index: usize,
+    sockets: Vec<WorkerSocket>,
+    drain: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+) {
+    let mut accept_tasks = Vec::new();
+    for (sock, hcm, stats) in sockets {
+        let listener = match tokio::net::TcpListener::from_std(sock) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("worker {index}: {e}");
+                continue;
             }
+        };
+        let drain = drain.clone();
+        let active = active.clone();
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener, hcm, stats, drain, active,
+        )));
+    }
+    // Stop accepting when draining; connections finish on their own.
+    let mut d = drain.clone();
+    while !*d.borrow() {
+        if d.changed().await.is_err() {
+            break;
         }
-        for t in &accept_tasks {
-            t.abort();
-        }
-        while active.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    }
+    for t in &accept_tasks {
+        t.abort();
+    }
+    while active.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn accept_loop(
