@@ -412,6 +412,8 @@ fn check_string(r: &DynamicMessage, s: &str, path: &FieldPath, errs: &mut Config
     {
         let strict = !r.has_field_by_name("strict") || flag(r, "strict");
         let ok = match n {
+            // Non-strict HTTP_HEADER_NAME is PGV's loose `^[^\0\n\r]*$` (empty allowed).
+            1 if !strict => !s.contains(['\0', '\n', '\r']),
             1 => http::HeaderName::from_bytes(s.as_bytes()).is_ok() || s.starts_with(':'),
             2 => !strict || http::HeaderValue::from_str(s).is_ok(),
             _ => true,

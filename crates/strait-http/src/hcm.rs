@@ -212,39 +212,189 @@ impl HttpConnectionManager {
             l.route_name = route.name.clone();
         }
         match &route.action {
-            RouteAction::DirectResponse { status, body } => {
+            RouteAction::DirectResponse(dr) => {
+                s.rq_total.inc();
                 s.rq_direct_response.inc();
-                let mut resp = local_reply(
+                // Envoy adds `location` (the request's URL) to 201 and 3xx direct responses.
+                let location = (dr.status == 201 || (300..400).contains(&dr.status))
+                    .then(|| {
+                        router::redirect::location_header(
+                            None,
+                            &req,
+                            &authority,
+                            self.spec.use_remote_address,
+                        )
+                    })
+                    .flatten();
+                let close = router::response::local_reply_closes(&req, &conn);
+                let base = router::response::route_reply_context(
+                    &req,
+                    &authority,
+                    &finish,
+                    &route.name,
+                    &conn,
+                );
+                let mut resp = local_reply_with(
                     &self,
-                    *status,
-                    body.clone(),
+                    dr.status,
+                    dr.body.clone(),
                     Some(finish),
                     "direct_response",
+                    close,
+                );
+                if let Some(l) = location {
+                    resp.headers_mut().insert(header::LOCATION, l);
+                }
+                router::response::apply_route_headers(
+                    &self,
+                    &dr.response_headers,
+                    &mut resp,
+                    &base,
                 );
                 if is_head {
                     resp.body_mut().mark_complete();
                 }
                 resp
             }
-            RouteAction::Cluster(action) => {
+            RouteAction::Redirect(rd) => {
                 s.rq_total.inc();
-                let Some(cluster) = self.clusters.get(&action.cluster).cloned() else {
+                s.rq_direct_response.inc();
+                let location = router::redirect::location_header(
+                    Some(rd),
+                    &req,
+                    &authority,
+                    self.spec.use_remote_address,
+                );
+                let close = router::response::local_reply_closes(&req, &conn);
+                let base = router::response::route_reply_context(
+                    &req,
+                    &authority,
+                    &finish,
+                    &route.name,
+                    &conn,
+                );
+                let mut resp = local_reply_with(
+                    &self,
+                    rd.status,
+                    None,
+                    Some(finish),
+                    "direct_response",
+                    close,
+                );
+                if let Some(l) = location {
+                    resp.headers_mut().insert(header::LOCATION, l);
+                }
+                router::response::apply_route_headers(
+                    &self,
+                    &rd.response_headers,
+                    &mut resp,
+                    &base,
+                );
+                if is_head {
+                    resp.body_mut().mark_complete();
+                }
+                resp
+            }
+            RouteAction::Cluster(_) | RouteAction::ClusterHeader(_) | RouteAction::Weighted(_) => {
+                s.rq_total.inc();
+                // The cluster: named, read from a header (first value), or picked by weight
+                // (an entry with `cluster_header` uses that header when the request has it).
+                let header_value = |name: &http::HeaderName| -> Option<&str> {
+                    req.headers().get(name).and_then(|v| v.to_str().ok())
+                };
+                let picked: Option<(&strait_config::route::ClusterAction, &str)> =
+                    match &route.action {
+                        RouteAction::Cluster(a) => Some((a, &a.cluster)),
+                        RouteAction::ClusterHeader(ch) => {
+                            Some((&ch.action, header_value(&ch.header).unwrap_or("")))
+                        }
+                        RouteAction::Weighted(w) => w.pick_random().map(|e| {
+                            let name = e
+                                .cluster_header
+                                .as_ref()
+                                .and_then(header_value)
+                                .unwrap_or(&e.action.cluster);
+                            (&e.action, name)
+                        }),
+                        _ => None,
+                    };
+                let Some((action, name)) = picked else {
+                    return local_reply(&self, 503, None, Some(finish), "cluster_not_found");
+                };
+                let cluster = if name.is_empty() {
+                    None
+                } else {
+                    self.clusters.get(name).cloned()
+                };
+                let Some(cluster) = cluster else {
                     s.no_cluster.inc();
                     finish.flags.insert(ResponseFlag::NoClusterFound);
-                    return local_reply(
+                    let close = router::response::local_reply_closes(&req, &conn);
+                    let base = router::response::route_reply_context(
+                        &req,
+                        &authority,
+                        &finish,
+                        &route.name,
+                        &conn,
+                    );
+                    let mut resp = local_reply_with(
                         &self,
                         action.cluster_not_found_status,
                         None,
                         Some(finish),
                         "cluster_not_found",
+                        close,
                     );
+                    router::response::apply_route_headers(
+                        &self,
+                        &action.response_headers,
+                        &mut resp,
+                        &base,
+                    );
+                    return resp;
                 };
+                let method = req.method().clone();
+                let (req, state) = router::request::route_request(
+                    &self, req, action, &cluster, &authority, &conn, &finish,
+                );
+                let mut base = strait_accesslog::LogContext {
+                    start_time: finish.start_time,
+                    method: Some(method.as_str()),
+                    path: state.path.as_deref(),
+                    authority: Some(&authority),
+                    scheme: Some("http"),
+                    request_headers: state.headers.as_ref(),
+                    protocol: Some(finish.protocol),
+                    route_name: Some(route.name.as_str()).filter(|n| !n.is_empty()),
+                    downstream_remote_address: Some(conn.remote),
+                    downstream_direct_remote_address: Some(conn.remote),
+                    downstream_local_address: Some(conn.local),
+                    connection_id: conn.id,
+                    ..Default::default()
+                };
+                let started = finish.start;
+                let cluster_name = cluster.name.clone();
                 let target = router::Target {
                     action,
                     cluster,
                     authority: &authority,
                 };
                 let mut resp = router::forward(&self, req, target, &conn, finish).await;
+                base.upstream_cluster = Some(&cluster_name);
+                base.duration = Some(started.elapsed());
+                // An upstream response carries x-envoy-upstream-service-time (when Envoy
+                // headers are on); the router's own replies (503, 504) render status 0.
+                if self.spec.suppress_envoy_headers
+                    || resp.headers().contains_key("x-envoy-upstream-service-time")
+                {
+                    base.response_code = resp.status().as_u16();
+                }
+                router::response::apply_route_headers(
+                    &self,
+                    &action.response_headers,
+                    &mut resp,
+                    &base,
+                );
                 if is_head {
                     resp.body_mut().mark_complete();
                 }

@@ -3,13 +3,18 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use strait_config::model::{ClusterSpec, Config};
 use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
 
 static NEXT_HOST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Envoy's default `max_retries` circuit-breaker threshold: retries in progress at once per
+/// cluster (circuit breaker configuration belongs to the cluster-manager work; until then
+/// every cluster has Envoy's default).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 /// Stats of one host, shown by `/clusters`.
 #[derive(Debug)]
@@ -56,6 +61,16 @@ pub struct ClusterStats {
     pub upstream_rq_rx_reset: Counter,
     pub upstream_rq_tx_reset: Counter,
     pub upstream_cx_none_healthy: Counter,
+    pub upstream_cx_protocol_error: Counter,
+    pub upstream_rq_per_try_timeout: Counter,
+    pub upstream_rq_per_try_idle_timeout: Counter,
+    pub upstream_rq_retry: Counter,
+    pub upstream_rq_retry_success: Counter,
+    pub upstream_rq_retry_overflow: Counter,
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    pub upstream_rq_retry_backoff_exponential: Counter,
+    pub upstream_rq_retry_backoff_ratelimited: Counter,
+    pub retry_or_shadow_abandoned: Counter,
     pub upstream_rq_time: Histogram,
     pub upstream_cx_length_ms: Histogram,
     pub upstream_cx_connect_ms: Histogram,
@@ -65,6 +80,11 @@ pub struct ClusterStats {
     rq_class: [Counter; 5],
     /// `upstream_rq_<code>`, created on first use per code (Envoy creates them lazily too).
     rq_code: Box<[OnceLock<Counter>]>,
+    /// `retry.upstream_rq_<code>`, `retry.upstream_rq_<class>xx`, `retry.upstream_rq_completed`:
+    /// the responses that were retried, created on first use like Envoy's.
+    retry_code: Box<[OnceLock<Counter>]>,
+    retry_class: [OnceLock<Counter>; 5],
+    retry_completed: OnceLock<Counter>,
     store: Store,
     prefix: String,
 }
@@ -95,6 +115,16 @@ impl ClusterStats {
             upstream_rq_rx_reset: c("upstream_rq_rx_reset"),
             upstream_rq_tx_reset: c("upstream_rq_tx_reset"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_cx_protocol_error: c("upstream_cx_protocol_error"),
+            upstream_rq_per_try_timeout: c("upstream_rq_per_try_timeout"),
+            upstream_rq_per_try_idle_timeout: c("upstream_rq_per_try_idle_timeout"),
+            upstream_rq_retry: c("upstream_rq_retry"),
+            upstream_rq_retry_success: c("upstream_rq_retry_success"),
+            upstream_rq_retry_overflow: c("upstream_rq_retry_overflow"),
+            upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
+            upstream_rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
+            upstream_rq_retry_backoff_ratelimited: c("upstream_rq_retry_backoff_ratelimited"),
+            retry_or_shadow_abandoned: c("retry_or_shadow_abandoned"),
             upstream_rq_time: h("upstream_rq_time"),
             upstream_cx_length_ms: h("upstream_cx_length_ms"),
             upstream_cx_connect_ms: h("upstream_cx_connect_ms"),
@@ -109,6 +139,9 @@ impl ClusterStats {
                 c("upstream_rq_5xx"),
             ],
             rq_code: (100..600).map(|_| OnceLock::new()).collect(),
+            retry_code: (100..600).map(|_| OnceLock::new()).collect(),
+            retry_class: Default::default(),
+            retry_completed: OnceLock::new(),
             store: store.clone(),
             prefix: p,
         }
@@ -133,6 +166,38 @@ impl ClusterStats {
             .inc();
         }
     }
+
+    /// Counts an upstream response that was retried instead of being sent downstream, as
+    /// Envoy's router does (`retry.upstream_rq_503`, `retry.upstream_rq_5xx`,
+    /// `retry.upstream_rq_completed`); `upstream_rq_<code>` only counts the final response.
+    pub fn record_retried_status(&self, status: u16) {
+        let p = &self.prefix;
+        if let Some(i) = (status / 100).checked_sub(1).map(usize::from)
+            && let Some(slot) = self.retry_class.get(i)
+        {
+            slot.get_or_init(|| {
+                self.store
+                    .counter(&format!("{p}retry.upstream_rq_{}xx", i + 1))
+            })
+            .inc();
+        }
+        if let Some(slot) = status
+            .checked_sub(100)
+            .and_then(|i| self.retry_code.get(i as usize))
+        {
+            slot.get_or_init(|| {
+                self.store
+                    .counter(&format!("{p}retry.upstream_rq_{status}"))
+            })
+            .inc();
+        }
+        self.retry_completed
+            .get_or_init(|| {
+                self.store
+                    .counter(&format!("{p}retry.upstream_rq_completed"))
+            })
+            .inc();
+    }
 }
 
 /// One worker slot's round-robin cursor, on its own cache line.
@@ -150,6 +215,8 @@ pub struct Cluster {
     /// weights are equal). Each worker walks it with its own cursor.
     schedule: Vec<u32>,
     cursors: Box<[Cursor]>,
+    /// Retries in progress (scheduled or running), for the `max_retries` circuit breaker.
+    retries_active: AtomicU32,
 }
 
 impl Cluster {
@@ -195,7 +262,30 @@ impl Cluster {
             stats,
             schedule,
             cursors,
+            retries_active: AtomicU32::new(0),
         }
+    }
+
+    /// Takes a slot of the cluster's retry circuit breaker (`max_retries`, Envoy's default
+    /// 3). `false` when it is full: the retry overflows (`upstream_rq_retry_overflow`).
+    pub fn try_start_retry(&self) -> bool {
+        self.retries_active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < DEFAULT_MAX_RETRIES).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a slot taken by [`Cluster::try_start_retry`].
+    pub fn end_retry(&self) {
+        let _ = self
+            .retries_active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Retries currently holding a circuit-breaker slot.
+    pub fn retries_active(&self) -> u32 {
+        self.retries_active.load(Ordering::Acquire)
     }
 
     /// Picks the next host for this worker. No lock, no allocation.
@@ -210,6 +300,25 @@ impl Cluster {
         cursor.store(i.wrapping_add(1), Ordering::Relaxed);
         let h = self.schedule[i % self.schedule.len()] as usize;
         self.hosts.get(h)
+    }
+
+    /// Host selection for a retry with Envoy's `previous_hosts` predicate: picks up to
+    /// `1 + extra_attempts` times and returns the first host not in `attempted` (host ids),
+    /// or the last one picked when every pick was already attempted (as Envoy does).
+    pub fn choose_host_avoiding(
+        &self,
+        attempted: &[u64],
+        extra_attempts: u32,
+    ) -> Option<&Arc<Host>> {
+        let mut last = None;
+        for _ in 0..=extra_attempts {
+            let h = self.choose_host()?;
+            if !attempted.contains(&h.id) {
+                return Some(h);
+            }
+            last = Some(h);
+        }
+        last
     }
 }
 

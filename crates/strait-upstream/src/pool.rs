@@ -3,27 +3,35 @@
 //! Each worker thread owns its pools (thread-local), like Envoy: no lock and no shared
 //! cache line on the request path. HTTP/1.1 connections are reused after their response
 //! body has been read to the end; one that the upstream closed while idle is never used
-//! (checked before use, and a request hyper could not write is re-sent once on a fresh
-//! connection). HTTP/2 keeps one multiplexed connection per host per worker.
+//! (checked before use). The idle keep-alive race, where the upstream closes a pooled
+//! connection just as a request is written on it, is absorbed here when it is safe: a
+//! request hyper did not write is sent again, and so is an idempotent request without a
+//! body (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) that was written but got no response byte
+//! before the close, each time on another connection and at most once on a fresh one.
+//! HTTP/2 keeps one multiplexed connection per host per worker.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::error::Error as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use strait_config::model::UpstreamProtocol;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+use crate::body::{RequestBody, StreamCounters};
 use crate::cluster::{Cluster, Host};
 
 /// Idle HTTP/1.1 connections kept per host per worker.
@@ -36,8 +44,14 @@ pub enum UpstreamError {
     ConnectFailure(io::Error),
     /// `connect_timeout` elapsed.
     ConnectTimeout,
-    /// The connection was reset or closed before response headers.
+    /// The connection was closed before response headers (Envoy: `connection termination`).
     Reset(hyper::Error),
+    /// The upstream reset the HTTP/2 stream (Envoy: `remote reset`, or `remote refused
+    /// stream reset` for REFUSED_STREAM).
+    RemoteReset { refused: bool, error: hyper::Error },
+    /// The upstream sent bytes that are not a valid response head, or closed in the middle
+    /// of one (Envoy: `protocol error`, answered with a 502).
+    Protocol(hyper::Error),
 }
 
 impl UpstreamError {
@@ -47,7 +61,19 @@ impl UpstreamError {
             UpstreamError::ConnectFailure(_) => "remote connection failure",
             UpstreamError::ConnectTimeout => "connection timeout",
             UpstreamError::Reset(_) => "connection termination",
+            UpstreamError::RemoteReset { refused: true, .. } => "remote refused stream reset",
+            UpstreamError::RemoteReset { refused: false, .. } => "remote reset",
+            UpstreamError::Protocol(_) => "protocol error",
         }
+    }
+
+    /// A failure to get a connection (Envoy's pool failure: the `connect-failure` retry
+    /// condition).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout
+        )
     }
     /// `transport failure reason` as Envoy prints it, when there is one.
     pub fn transport_failure_reason(&self) -> Option<String> {
@@ -58,8 +84,36 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => {
                 Some("delayed connect error: Connection timed out".into())
             }
-            UpstreamError::Reset(_) => None,
+            UpstreamError::Reset(_)
+            | UpstreamError::RemoteReset { .. }
+            | UpstreamError::Protocol(_) => None,
         }
+    }
+}
+
+/// Sorts an HTTP/2 request failure the way Envoy names it: a RST_STREAM from the upstream
+/// is a remote reset (REFUSED_STREAM a refused one); anything else ends the connection.
+fn h2_error(e: hyper::Error) -> UpstreamError {
+    let mut src = e.source();
+    while let Some(s) = src {
+        let msg = s.to_string();
+        if let Some(reason) = msg.strip_prefix("stream error received: ") {
+            let refused = reason.starts_with("refused stream");
+            return UpstreamError::RemoteReset { refused, error: e };
+        }
+        src = s.source();
+    }
+    UpstreamError::Reset(e)
+}
+
+/// Sorts an HTTP/1.1 request failure: response bytes that do not make a response head
+/// (garbage, or a close in the middle of the head) are a protocol error, as in Envoy; a
+/// close before any response byte is a connection termination.
+fn h1_error(e: hyper::Error, response_bytes_seen: bool) -> UpstreamError {
+    if e.is_parse() || e.is_parse_status() || (response_bytes_seen && e.is_incomplete_message()) {
+        UpstreamError::Protocol(e)
+    } else {
+        UpstreamError::Reset(e)
     }
 }
 
@@ -81,6 +135,8 @@ struct IdleH1 {
     tx: http1::SendRequest<RequestBody>,
     since: Instant,
     uses: u32,
+    /// Bytes the connection has read so far (response bytes, for the keep-alive race).
+    rx: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -91,6 +147,160 @@ struct WorkerPools {
 
 thread_local! {
     static POOLS: RefCell<WorkerPools> = RefCell::new(WorkerPools::default());
+    /// Cleared header maps kept for request-head copies, so a copy allocates nothing once
+    /// the worker is warm.
+    static SPARE_HEADERS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Header maps kept per worker for head copies.
+const MAX_SPARE_HEADERS: usize = 64;
+
+/// A copy of a request head, kept while a bodiless idempotent request is on a reused
+/// connection so it can be sent again if the upstream closes that connection without
+/// answering.
+struct HeadCopy {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl HeadCopy {
+    fn of(req: &Request<RequestBody>) -> Self {
+        let mut headers = SPARE_HEADERS
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_default();
+        for (k, v) in req.headers() {
+            headers.append(k.clone(), v.clone());
+        }
+        HeadCopy {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers,
+        }
+    }
+
+    fn into_request(mut self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::Empty);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = std::mem::take(&mut self.headers);
+        r
+    }
+}
+
+impl Drop for HeadCopy {
+    fn drop(&mut self) {
+        let mut h = std::mem::take(&mut self.headers);
+        if h.capacity() == 0 {
+            return;
+        }
+        h.clear();
+        SPARE_HEADERS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_SPARE_HEADERS {
+                s.push(h);
+            }
+        });
+    }
+}
+
+/// Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2).
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The upstream socket, counting what it reads (shared with the pool, to tell whether a
+/// response started) and adding both directions to the cluster totals when it closes.
+struct UpstreamIo {
+    inner: TcpStream,
+    rx: Arc<AtomicU64>,
+    tx_bytes: u64,
+    cluster: Arc<Cluster>,
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let n = (buf.filled().len() - before) as u64;
+            if n > 0 {
+                this.rx.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.tx_bytes += *n as u64;
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.tx_bytes += *n as u64;
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl Drop for UpstreamIo {
+    fn drop(&mut self) {
+        let s = &self.cluster.stats;
+        s.upstream_cx_rx_bytes_total
+            .add(self.rx.load(Ordering::Relaxed));
+        s.upstream_cx_tx_bytes_total.add(self.tx_bytes);
+    }
+}
+
+fn upstream_io(cluster: &Arc<Cluster>, stream: TcpStream) -> (UpstreamIo, Arc<AtomicU64>) {
+    let rx = Arc::new(AtomicU64::new(0));
+    let io = UpstreamIo {
+        inner: stream,
+        rx: rx.clone(),
+        tx_bytes: 0,
+        cluster: cluster.clone(),
+    };
+    (io, rx)
 }
 
 /// The response from an upstream, its body returning the connection to the pool at the end.
@@ -98,14 +308,17 @@ pub type UpstreamResponse = Response<PooledBody>;
 
 /// Sends `req` to `host` of `cluster`, reusing this worker's pooled connection when one is
 /// usable. `req` must carry an origin-form URI for HTTP/1.1 and an absolute one for HTTP/2.
+/// `counters` is told when the attempt has its connection (Envoy's "pool ready", where the
+/// per-try timeout may start).
 pub async fn send_request(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     req: Request<RequestBody>,
+    counters: &StreamCounters,
 ) -> Result<UpstreamResponse, UpstreamError> {
     match cluster.spec.protocol {
-        UpstreamProtocol::Http1 => send_h1(cluster, host, req).await,
-        UpstreamProtocol::Http2 => send_h2(cluster, host, req).await,
+        UpstreamProtocol::Http1 => send_h1(cluster, host, req, counters).await,
+        UpstreamProtocol::Http2 => send_h2(cluster, host, req, counters).await,
     }
 }
 
@@ -207,10 +420,11 @@ impl Drop for CxGuard {
 async fn new_h1(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
-) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+) -> Result<(http1::SendRequest<RequestBody>, Arc<AtomicU64>), UpstreamError> {
     let stream = connect(cluster, host).await?;
+    let (io, rx) = upstream_io(cluster, stream);
     let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Reset)?;
     cluster.stats.upstream_cx_http1_total.inc();
@@ -219,31 +433,44 @@ async fn new_h1(
         let _guard = guard;
         let _ = conn.await;
     });
-    Ok(tx)
+    Ok((tx, rx))
 }
 
 async fn send_h1(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     mut req: Request<RequestBody>,
+    counters: &StreamCounters,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    // At most: every usable pooled connection that fails before writing, then one fresh one.
+    // Every usable pooled connection that fails in the keep-alive race, then one fresh one:
+    // each turn of the loop consumes a pooled connection, a fresh one never loops.
     loop {
-        let (mut tx, uses, fresh) = match take_idle_h1(cluster, host) {
+        let (mut tx, uses, fresh, rx) = match take_idle_h1(cluster, host) {
             Some(mut c) => {
                 // Just released connections may still be finishing the previous exchange.
                 if c.tx.ready().await.is_err() {
                     continue;
                 }
-                (c.tx, c.uses, false)
+                (c.tx, c.uses, false, c.rx)
             }
-            None => (new_h1(cluster, host).await?, 0, true),
+            None => {
+                let (tx, rx) = new_h1(cluster, host).await?;
+                (tx, 0, true, rx)
+            }
         };
         if fresh {
             cluster.stats.upstream_rq_pending_total.inc();
         }
+        counters.mark_upstream_ready();
         cluster.stats.upstream_rq_total.inc();
         host.stats.rq_total.inc();
+        // On a reused connection a bodiless idempotent request may be sent again if the
+        // upstream closes without a response byte: keep its head until the answer comes.
+        let copy =
+            (!fresh && is_idempotent(req.method()) && matches!(req.body(), RequestBody::Empty))
+                .then(|| HeadCopy::of(&req));
+        let rx_before = rx.load(Ordering::Relaxed);
+        counters.mark_request_sent(true);
         match tx.try_send_request(req).await {
             Ok(resp) => {
                 let uses = uses + 1;
@@ -255,14 +482,28 @@ async fn send_h1(
                     host_id: host.id,
                     tx,
                     uses,
+                    rx,
                 });
                 return Ok(wrap_response(resp, back));
             }
-            Err(mut e) => match e.take_message() {
-                // Never written: the pooled connection was already gone. Try again.
-                Some(r) if !fresh => req = r,
-                _ => return Err(UpstreamError::Reset(e.into_error())),
-            },
+            Err(mut e) => {
+                let response_bytes_seen = rx.load(Ordering::Relaxed) != rx_before;
+                let unsent = e.take_message();
+                counters.mark_request_sent(unsent.is_none());
+                match (unsent, copy) {
+                    // Never written: the pooled connection was already gone. Try again.
+                    (Some(r), _) if !fresh => req = r,
+                    // Written, closed before any response byte, safe to repeat.
+                    (None, Some(copy)) if !response_bytes_seen && !e.error().is_user() => {
+                        tracing::debug!(
+                            cluster = %cluster.name,
+                            "pooled connection closed before answering; sending the request again"
+                        );
+                        req = copy.into_request();
+                    }
+                    _ => return Err(h1_error(e.into_error(), response_bytes_seen)),
+                }
+            }
         }
     }
 }
@@ -271,6 +512,7 @@ async fn send_h2(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     req: Request<RequestBody>,
+    counters: &StreamCounters,
 ) -> Result<UpstreamResponse, UpstreamError> {
     let existing = POOLS.with(|p| {
         let mut p = p.borrow_mut();
@@ -287,6 +529,7 @@ async fn send_h2(
         Some(tx) => tx,
         None => {
             let stream = connect(cluster, host).await?;
+            let (io, _rx) = upstream_io(cluster, stream);
             let mut b = http2::Builder::new(TokioExecutor::new());
             let s = &cluster.spec.h2;
             if let Some(w) = s.initial_stream_window_size {
@@ -296,7 +539,7 @@ async fn send_h2(
                 b.initial_connection_window_size(w);
             }
             let (tx, conn) = b
-                .handshake(TokioIo::new(stream))
+                .handshake(TokioIo::new(io))
                 .await
                 .map_err(UpstreamError::Reset)?;
             cluster.stats.upstream_cx_http2_total.inc();
@@ -310,11 +553,16 @@ async fn send_h2(
         }
     };
     tx.ready().await.map_err(UpstreamError::Reset)?;
+    counters.mark_upstream_ready();
     cluster.stats.upstream_rq_total.inc();
     host.stats.rq_total.inc();
+    counters.mark_request_sent(true);
     match tx.try_send_request(req).await {
         Ok(resp) => Ok(wrap_response(resp, None)),
-        Err(e) => Err(UpstreamError::Reset(e.into_error())),
+        Err(mut e) => {
+            counters.mark_request_sent(e.take_message().is_none());
+            Err(h2_error(e.into_error()))
+        }
     }
 }
 
@@ -322,6 +570,7 @@ struct PoolReturn {
     host_id: u64,
     tx: http1::SendRequest<RequestBody>,
     uses: u32,
+    rx: Arc<AtomicU64>,
 }
 
 fn wrap_response(resp: Response<Incoming>, back: Option<PoolReturn>) -> UpstreamResponse {
@@ -351,6 +600,7 @@ impl PooledBody {
                     tx: b.tx,
                     since: Instant::now(),
                     uses: b.uses,
+                    rx: b.rx,
                 },
             );
         }
@@ -398,4 +648,203 @@ pub fn clear_worker_pools() {
         p.h1.clear();
         p.h2.clear();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use strait_config::model::{ClusterSpec, EndpointSpec, H2Settings, LbPolicy};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn cluster(addr: std::net::SocketAddr) -> Arc<Cluster> {
+        let spec = ClusterSpec {
+            name: "raw".into(),
+            connect_timeout: Duration::from_secs(1),
+            lb_policy: LbPolicy::RoundRobin,
+            endpoints: vec![EndpointSpec {
+                address: addr,
+                weight: 1,
+                hostname: String::new(),
+            }],
+            protocol: UpstreamProtocol::Http1,
+            h2: H2Settings::default(),
+            idle_timeout: None,
+            max_requests_per_connection: None,
+            buffer_limit_bytes: 1 << 20,
+        };
+        Arc::new(Cluster::new(
+            Arc::new(spec),
+            &strait_stats::Store::new(1),
+            1,
+        ))
+    }
+
+    /// Reads one request head (and a `content-length` body) from `s`; false at EOF.
+    async fn read_request(s: &mut TcpStream) -> bool {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => buf.push(byte[0]),
+                _ => return false,
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.is_ok()
+    }
+
+    /// An upstream whose first connection answers one request, then reads the next one
+    /// and closes without answering (the keep-alive race). Later connections answer every
+    /// request, or with `close_fresh` read one and close too. Counts requests read.
+    async fn racy_upstream(close_fresh: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((mut s, _)) = l.accept().await {
+                n += 1;
+                let seen = seen2.clone();
+                let first = n == 1;
+                tokio::spawn(async move {
+                    if first {
+                        if read_request(&mut s).await {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
+                        // The keep-alive race: read the next request, close unanswered.
+                        if read_request(&mut s).await {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                    while read_request(&mut s).await {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        if close_fresh {
+                            return;
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok2")
+                            .await;
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn get(method: Method, body: RequestBody) -> Request<RequestBody> {
+        let mut r = Request::new(body);
+        *r.method_mut() = method;
+        *r.uri_mut() = Uri::from_static("/x");
+        r.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("up"));
+        r
+    }
+
+    async fn read_all(mut b: PooledBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| Pin::new(&mut b).poll_frame(cx)).await {
+            if let Ok(d) = f.expect("frame").into_data() {
+                out.extend_from_slice(&d);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn idempotent_request_resent_when_pooled_connection_closes_unanswered() {
+        let (addr, seen) = racy_upstream(false).await;
+        let c = cluster(addr);
+        let host = c.hosts[0].clone();
+        let counters = StreamCounters::default();
+        let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
+            .await
+            .expect("first");
+        assert_eq!(read_all(r.into_body()).await, b"ok");
+        // Reuses the pooled connection; the upstream closes it after reading the request.
+        let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
+            .await
+            .expect("resent on a fresh connection");
+        assert_eq!(read_all(r.into_body()).await, b"ok2");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        assert_eq!(c.stats.upstream_cx_total.value(), 2);
+        clear_worker_pools();
+    }
+
+    #[tokio::test]
+    async fn non_idempotent_request_is_not_resent() {
+        let (addr, seen) = racy_upstream(false).await;
+        let c = cluster(addr);
+        let host = c.hosts[0].clone();
+        let counters = StreamCounters::default();
+        let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
+            .await
+            .expect("first");
+        assert_eq!(read_all(r.into_body()).await, b"ok");
+        let e = send_request(&c, &host, get(Method::POST, RequestBody::Empty), &counters)
+            .await
+            .expect_err("a POST written on the closed connection fails");
+        assert!(matches!(e, UpstreamError::Reset(_)), "{e:?}");
+        assert_eq!(e.reset_reason(), "connection termination");
+        assert!(counters.request_sent());
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        clear_worker_pools();
+    }
+
+    #[tokio::test]
+    async fn fresh_connection_closed_unanswered_is_not_resent() {
+        let (addr, seen) = racy_upstream(true).await;
+        let c = cluster(addr);
+        let host = c.hosts[0].clone();
+        let counters = StreamCounters::default();
+        let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
+            .await
+            .expect("first");
+        assert_eq!(read_all(r.into_body()).await, b"ok");
+        // The pooled connection fails, the request goes to a fresh one, which also closes:
+        // that failure is final (no loop).
+        let e = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
+            .await
+            .expect_err("fresh connection closed too");
+        assert!(matches!(e, UpstreamError::Reset(_)), "{e:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        clear_worker_pools();
+    }
+
+    #[tokio::test]
+    async fn garbage_response_is_a_protocol_error() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    if read_request(&mut s).await {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+                    }
+                });
+            }
+        });
+        let c = cluster(addr);
+        let host = c.hosts[0].clone();
+        let counters = StreamCounters::default();
+        let e = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
+            .await
+            .expect_err("partial head then close");
+        assert_eq!(e.reset_reason(), "protocol error");
+        clear_worker_pools();
+    }
 }

@@ -5,6 +5,8 @@
 //! replies in `upstream`.
 
 pub mod forwarding;
+pub mod mutation;
+pub mod redirect;
 pub mod request;
 pub mod response;
 pub mod upstream;

@@ -39,3 +39,75 @@ pub fn build(
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, ResponseBody::upstream(body, finish))
 }
+
+/// Applies a route's response header mutations to a response that is about to go
+/// downstream (an upstream response or any local reply of the route), then what Envoy's
+/// connection manager sets after the router: `server` and, when configured, `x-request-id`.
+/// `%RESPONSE_CODE%` renders `base.response_code`: Envoy has not recorded the status yet when
+/// it mutates a local reply (0), it has for an upstream response.
+pub fn apply_route_headers(
+    hcm: &HttpConnectionManager,
+    chain: &[std::sync::Arc<strait_config::route::headers::HeaderMutation>],
+    resp: &mut Response<ResponseBody>,
+    base: &strait_accesslog::LogContext<'_>,
+) {
+    if chain.is_empty() {
+        return;
+    }
+    let request_id = hcm
+        .spec
+        .always_set_request_id_in_response
+        .then(|| resp.headers().get(&X_REQUEST_ID).cloned())
+        .flatten();
+    super::mutation::apply_chain(
+        chain,
+        resp.headers_mut(),
+        base,
+        super::mutation::Side::Response,
+    );
+    let h = resp.headers_mut();
+    hcm.apply_server_header(h);
+    if let Some(id) = request_id {
+        h.insert(&X_REQUEST_ID, id);
+    }
+}
+
+/// Envoy closes an HTTP/1 connection when it answers before the request body has been
+/// received (`connection: close`); HTTP/2 streams are independent.
+pub fn local_reply_closes<B: http_body::Body>(
+    req: &http::Request<B>,
+    conn: &crate::conn::ConnInfo,
+) -> bool {
+    let close = req.version() < Version::HTTP_2 && !req.body().is_end_stream();
+    if close {
+        conn.closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    close
+}
+
+/// The format context of response header values for a reply the route makes itself.
+pub fn route_reply_context<'a, B>(
+    req: &'a http::Request<B>,
+    authority: &'a str,
+    finish: &crate::finish::Finish,
+    route_name: &'a str,
+    conn: &crate::conn::ConnInfo,
+) -> strait_accesslog::LogContext<'a> {
+    strait_accesslog::LogContext {
+        start_time: finish.start_time,
+        method: Some(req.method().as_str()),
+        path: Some(req.uri().path_and_query().map_or("/", |p| p.as_str())),
+        authority: Some(authority),
+        scheme: Some("http"),
+        request_headers: Some(req.headers()),
+        protocol: Some(finish.protocol),
+        duration: Some(finish.start.elapsed()),
+        route_name: Some(route_name).filter(|n| !n.is_empty()),
+        downstream_remote_address: Some(conn.remote),
+        downstream_direct_remote_address: Some(conn.remote),
+        downstream_local_address: Some(conn.local),
+        connection_id: conn.id,
+        ..Default::default()
+    }
+}
