@@ -140,6 +140,11 @@ impl Finish {
             route_name: Some(l.route_name.as_str()).filter(|s| !s.is_empty()),
             connection_id: self.conn.id,
             upstream_transport_failure_reason: l.upstream_failure.as_deref(),
+            upstream_request_attempt_count: self
+                .counters
+                .as_ref()
+                .map(|c| c.attempts())
+                .unwrap_or(0),
             ..Default::default()
         };
         let mut line = Vec::with_capacity(256);

@@ -109,7 +109,7 @@ impl HttpConnectionManager {
     /// Handles one downstream request to completion of its response headers.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> Response<ResponseBody> {
         let s = &self.stats;
@@ -177,6 +177,8 @@ impl HttpConnectionManager {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return local_reply_with(&self, 400, None, Some(finish), "missing_host_header", true);
         };
+        let version = req.version();
+        router::request::connection_manager_headers(&self, req.headers_mut(), version, &conn);
         if let Some(l) = finish.log.as_mut() {
             l.authority = authority.clone();
             l.request_headers = req.headers().clone();

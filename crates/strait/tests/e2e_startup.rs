@@ -15,7 +15,7 @@ use strait_testkit::EchoServer;
 const RP: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes";
 
 /// A bootstrap with six semantic errors: port 70000, a negative duration, a route to an
-/// undefined cluster, an invalid safe_regex, an unsupported `retry_policy`, and a duplicate
+/// undefined cluster, an invalid safe_regex, an unsupported `hedge_policy`, and a duplicate
 /// cluster name. `EXTRA_CLUSTER_LINE` and `ROUTER_TYPE` are placeholders for the parse-level
 /// errors some tests add.
 const SEMANTIC_ERRORS: &str = r#"
@@ -46,7 +46,7 @@ static_resources:
               - match: {safe_regex: {regex: "(unclosed"}}
                 route: {cluster: echo}
               - match: {prefix: "/r"}
-                route: {cluster: echo, retry_policy: {retry_on: 5xx}}
+                route: {cluster: echo, hedge_policy: {hedge_on_per_try_timeout: true}}
   clusters:
   - name: echo
     type: STATIC
@@ -88,7 +88,7 @@ fn semantic_expectations() -> Vec<(String, &'static str)> {
         (format!("{RP}[0].route.cluster"), "nowhere"),
         (format!("{RP}[1].match.safe_regex.regex"), "(unclosed"),
         (
-            format!("{RP}[2].route.retry_policy"),
+            format!("{RP}[2].route.hedge_policy"),
             "not supported by Strait yet",
         ),
         ("static_resources.clusters[1].name".into(), "duplicate"),
@@ -179,7 +179,7 @@ fn validate_names_unknown_field_and_bad_type_paths() {
             .replace("connect_timeout: -1s", "connect_timeout: 1s")
             .replace("{cluster: nowhere}", "{cluster: echo}")
             .replace("(unclosed", "/x.*")
-            .replace(", retry_policy: {retry_on: 5xx}", "");
+            .replace(", hedge_policy: {hedge_on_per_try_timeout: true}", "");
         let at = y.rfind("  - name: echo\n").expect("second cluster");
         y.replace_range(at..at + "  - name: echo\n".len(), "  - name: echo2\n");
         y

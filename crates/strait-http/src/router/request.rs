@@ -51,27 +51,10 @@ pub fn route_request<B>(
     let spec = &hcm.spec;
     {
         let h = &mut parts.headers;
-        strip_hop_by_hop(h);
-
-        // Forwarding headers, as Envoy's connection manager sets them.
-        let external = spec.use_remote_address;
-        if external {
-            set_forwarding_headers(h, conn, spec.xff_num_trusted_hops, spec.skip_xff_append);
-        } else if !h.contains_key(&X_FORWARDED_PROTO) {
-            h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        }
-        if spec.generate_request_id
-            && (!h.contains_key(&X_REQUEST_ID) || (external && !spec.preserve_external_request_id))
-        {
-            h.insert(&X_REQUEST_ID, new_request_id());
-        }
         // No address is internal (no `internal_address_config`): every request is external
         // and loses the route configuration's internal-only headers.
         for name in action.internal_only_headers.iter() {
             h.remove(name);
-        }
-        if let Some(via) = &hcm.via {
-            h.append(header::VIA, via.clone());
         }
         super::upstream::set_expected_timeout(h, action, spec.suppress_envoy_headers);
     }
@@ -93,6 +76,55 @@ pub fn route_request<B>(
         RequestState::default()
     };
     (Request::from_parts(parts, body), state)
+}
+
+/// What Envoy's connection manager does to every request before route matching: drop
+/// hop-by-hop headers, set the forwarding headers and `x-request-id`, append `via`.
+/// Routes therefore match on, and local replies log, the headers as mutated.
+pub fn connection_manager_headers(
+    hcm: &HttpConnectionManager,
+    h: &mut http::HeaderMap,
+    version: http::Version,
+    conn: &ConnInfo,
+) {
+    let spec = &hcm.spec;
+    strip_hop_by_hop(h);
+    // HTTP/2 clients may split `cookie` into several fields; Envoy's codec joins them.
+    if version == http::Version::HTTP_2 {
+        join_cookies(h);
+    }
+    // No address is internal without `internal_address_config`: a client's claim is dropped.
+    h.remove("x-envoy-internal");
+    let external = spec.use_remote_address;
+    if external {
+        set_forwarding_headers(h, conn, spec.xff_num_trusted_hops, spec.skip_xff_append);
+    } else if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if spec.generate_request_id
+        && (!h.contains_key(&X_REQUEST_ID) || (external && !spec.preserve_external_request_id))
+    {
+        h.insert(&X_REQUEST_ID, new_request_id());
+    }
+    if let Some(via) = &hcm.via {
+        h.append(header::VIA, via.clone());
+    }
+}
+
+/// Joins repeated `cookie` fields into one, separated by "; " (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut http::HeaderMap) {
+    let mut values = h.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in h.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
 }
 
 /// The format context of request header values.

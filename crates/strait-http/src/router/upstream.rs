@@ -985,15 +985,17 @@ pub async fn send(
         // request-wide timers keep running meanwhile.
         let waited = watch
             .guard(async {
-                let replay = match back.take() {
-                    Some(rx) => Some(rx.await.unwrap_or(Replay {
-                        chunks: Vec::new(),
-                        rest: None,
-                        overflowed: true,
-                    })),
-                    None => None,
+                let replay = async {
+                    match back.take() {
+                        Some(rx) => Some(rx.await.unwrap_or(Replay {
+                            chunks: Vec::new(),
+                            rest: None,
+                            overflowed: true,
+                        })),
+                        None => None,
+                    }
                 };
-                tokio::time::sleep(delay).await;
+                let (replay, ()) = tokio::join!(replay, tokio::time::sleep(delay));
                 replay
             })
             .await;
@@ -1149,7 +1151,7 @@ pub fn failure_reply(
                 503,
                 Bytes::from_static(b"no healthy upstream"),
                 "no_healthy_upstream",
-                false,
+                true,
             )
         }
         FailureKind::Upstream { error, retried } => {
