@@ -143,6 +143,9 @@ struct IdleH1 {
 struct WorkerPools {
     h1: HashMap<u64, Vec<IdleH1>>,
     h2: HashMap<u64, http2::SendRequest<RequestBody>>,
+    /// HTTP/2 connections being opened: requests for the same host wait for it instead of
+    /// opening their own (Envoy attaches pending streams to a connecting connection too).
+    h2_connecting: HashMap<u64, Arc<tokio::sync::Notify>>,
 }
 
 thread_local! {
@@ -514,44 +517,7 @@ async fn send_h2(
     req: Request<RequestBody>,
     counters: &StreamCounters,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let existing = POOLS.with(|p| {
-        let mut p = p.borrow_mut();
-        match p.h2.get(&host.id) {
-            Some(tx) if !tx.is_closed() => Some(tx.clone()),
-            Some(_) => {
-                p.h2.remove(&host.id);
-                None
-            }
-            None => None,
-        }
-    });
-    let mut tx = match existing {
-        Some(tx) => tx,
-        None => {
-            let stream = connect(cluster, host).await?;
-            let (io, _rx) = upstream_io(cluster, stream);
-            let mut b = http2::Builder::new(TokioExecutor::new());
-            let s = &cluster.spec.h2;
-            if let Some(w) = s.initial_stream_window_size {
-                b.initial_stream_window_size(w);
-            }
-            if let Some(w) = s.initial_connection_window_size {
-                b.initial_connection_window_size(w);
-            }
-            let (tx, conn) = b
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(UpstreamError::Reset)?;
-            cluster.stats.upstream_cx_http2_total.inc();
-            let guard = CxGuard::new(cluster, host);
-            tokio::spawn(async move {
-                let _guard = guard;
-                let _ = conn.await;
-            });
-            POOLS.with(|p| p.borrow_mut().h2.insert(host.id, tx.clone()));
-            tx
-        }
-    };
+    let mut tx = h2_sender(cluster, host).await?;
     tx.ready().await.map_err(UpstreamError::Reset)?;
     counters.mark_upstream_ready();
     cluster.stats.upstream_rq_total.inc();
@@ -564,6 +530,107 @@ async fn send_h2(
             Err(h2_error(e.into_error()))
         }
     }
+}
+
+enum H2Lookup {
+    Ready(http2::SendRequest<RequestBody>),
+    Wait(Arc<tokio::sync::Notify>),
+    Connect(Arc<tokio::sync::Notify>),
+}
+
+/// This worker's HTTP/2 connection to `host`: the pooled one, the one being opened (waited
+/// for), or a new one.
+async fn h2_sender(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    let mut waited = false;
+    loop {
+        let lookup = POOLS.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.h2.get(&host.id) {
+                Some(tx) if !tx.is_closed() => return H2Lookup::Ready(tx.clone()),
+                Some(_) => {
+                    p.h2.remove(&host.id);
+                }
+                None => {}
+            }
+            match p.h2_connecting.get(&host.id) {
+                // After one wait that produced no connection (it failed), connect ourselves.
+                Some(n) if !waited => H2Lookup::Wait(n.clone()),
+                _ => {
+                    let n = Arc::new(tokio::sync::Notify::new());
+                    p.h2_connecting.insert(host.id, n.clone());
+                    H2Lookup::Connect(n)
+                }
+            }
+        });
+        match lookup {
+            H2Lookup::Ready(tx) => return Ok(tx),
+            H2Lookup::Wait(n) => {
+                n.notified().await;
+                waited = true;
+            }
+            H2Lookup::Connect(n) => {
+                let _pending = ConnectingGuard {
+                    host_id: host.id,
+                    notify: n,
+                };
+                let tx = open_h2(cluster, host).await?;
+                POOLS.with(|p| p.borrow_mut().h2.insert(host.id, tx.clone()));
+                return Ok(tx);
+            }
+        }
+    }
+}
+
+/// Clears the "connecting" mark and wakes the waiters however the connect ends (success,
+/// failure, or the request being dropped).
+struct ConnectingGuard {
+    host_id: u64,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for ConnectingGuard {
+    fn drop(&mut self) {
+        POOLS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.h2_connecting
+                .get(&self.host_id)
+                .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+            {
+                p.h2_connecting.remove(&self.host_id);
+            }
+        });
+        self.notify.notify_waiters();
+    }
+}
+
+async fn open_h2(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    let stream = connect(cluster, host).await?;
+    let (io, _rx) = upstream_io(cluster, stream);
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    let s = &cluster.spec.h2;
+    if let Some(w) = s.initial_stream_window_size {
+        b.initial_stream_window_size(w);
+    }
+    if let Some(w) = s.initial_connection_window_size {
+        b.initial_connection_window_size(w);
+    }
+    let (tx, conn) = b
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Reset)?;
+    cluster.stats.upstream_cx_http2_total.inc();
+    let guard = CxGuard::new(cluster, host);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let _ = conn.await;
+    });
+    Ok(tx)
 }
 
 struct PoolReturn {

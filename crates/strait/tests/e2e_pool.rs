@@ -312,7 +312,6 @@ fn h2_burst_uses_one_upstream_connection(warm: bool) {
 }
 
 #[test]
-#[ignore = "bug: requests arriving while the first h2 upstream connection is still connecting each open their own connection (2-19 instead of 1)"]
 fn h2_upstream_multiplexes_concurrent_requests() {
     h2_burst_uses_one_upstream_connection(false);
 }
