@@ -215,87 +215,42 @@ impl HttpConnectionManager {
         }
         match &route.action {
             RouteAction::DirectResponse(dr) => {
-                s.rq_total.inc();
-                s.rq_direct_response.inc();
                 // Envoy adds `location` (the request's URL) to 201 and 3xx direct responses.
-                let location = (dr.status == 201 || (300..400).contains(&dr.status))
-                    .then(|| {
-                        router::redirect::location_header(
-                            None,
-                            &req,
-                            &authority,
-                            self.spec.use_remote_address,
-                        )
-                    })
-                    .flatten();
-                let close = router::response::local_reply_closes(&req, &conn);
-                let base = router::response::route_reply_context(
+                let with_location = dr.status == 201 || (300..400).contains(&dr.status);
+                let reply = RouteReply {
+                    status: dr.status,
+                    body: dr.body.clone(),
+                    redirect: None,
+                    with_location,
+                };
+                self.route_local_reply(
+                    reply,
+                    &dr.response_headers,
                     &req,
                     &authority,
-                    &finish,
+                    finish,
                     &route.name,
                     &conn,
-                );
-                let mut resp = local_reply_with(
-                    &self,
-                    dr.status,
-                    dr.body.clone(),
-                    Some(finish),
-                    "direct_response",
-                    close,
-                );
-                if let Some(l) = location {
-                    resp.headers_mut().insert(header::LOCATION, l);
-                }
-                router::response::apply_route_headers(
-                    &self,
-                    &dr.response_headers,
-                    &mut resp,
-                    &base,
-                );
-                if is_head {
-                    resp.body_mut().mark_complete();
-                }
-                resp
+                    is_head,
+                )
             }
             RouteAction::Redirect(rd) => {
-                s.rq_total.inc();
-                s.rq_direct_response.inc();
-                let location = router::redirect::location_header(
-                    Some(rd),
+                let reply = RouteReply {
+                    status: rd.status,
+                    body: None,
+                    redirect: Some(rd),
+                    with_location: true,
+                };
+                self.route_local_reply(
+                    reply,
+                    &rd.response_headers,
                     &req,
                     &authority,
-                    self.spec.use_remote_address,
-                );
-                let close = router::response::local_reply_closes(&req, &conn);
-                let base = router::response::route_reply_context(
-                    &req,
-                    &authority,
-                    &finish,
+                    finish,
                     &route.name,
                     &conn,
-                );
-                let mut resp = local_reply_with(
-                    &self,
-                    rd.status,
-                    None,
-                    Some(finish),
-                    "direct_response",
-                    close,
-                );
-                if let Some(l) = location {
-                    resp.headers_mut().insert(header::LOCATION, l);
-                }
-                router::response::apply_route_headers(
-                    &self,
-                    &rd.response_headers,
-                    &mut resp,
-                    &base,
-                );
-                if is_head {
-                    resp.body_mut().mark_complete();
-                }
-                resp
+                    is_head,
+                )
             }
             RouteAction::Cluster(_) | RouteAction::ClusterHeader(_) | RouteAction::Weighted(_) => {
                 s.rq_total.inc();
@@ -403,6 +358,63 @@ impl HttpConnectionManager {
                 resp
             }
         }
+    }
+}
+
+/// A reply a route makes itself (`direct_response`, `redirect`).
+struct RouteReply<'a> {
+    status: u16,
+    body: Option<Bytes>,
+    redirect: Option<&'a strait_config::route::action::RedirectAction>,
+    with_location: bool,
+}
+
+impl HttpConnectionManager {
+    /// Answers a route-made reply: `location` where Envoy sets it, the route's response
+    /// header mutations, `connection: close` when the request body was not read.
+    #[allow(clippy::too_many_arguments)]
+    fn route_local_reply(
+        &self,
+        reply: RouteReply<'_>,
+        response_headers: &[std::sync::Arc<strait_config::route::headers::HeaderMutation>],
+        req: &Request<Incoming>,
+        authority: &str,
+        finish: Finish,
+        route_name: &str,
+        conn: &ConnInfo,
+        is_head: bool,
+    ) -> Response<ResponseBody> {
+        self.stats.rq_total.inc();
+        self.stats.rq_direct_response.inc();
+        let location = reply
+            .with_location
+            .then(|| {
+                router::redirect::location_header(
+                    reply.redirect,
+                    req,
+                    authority,
+                    self.spec.use_remote_address,
+                )
+            })
+            .flatten();
+        let close = router::response::local_reply_closes(req, conn);
+        let base = router::response::route_reply_context(req, authority, &finish, route_name, conn);
+        let mut resp = local_reply_with(
+            self,
+            reply.status,
+            reply.body,
+            Some(finish),
+            "direct_response",
+            close,
+        );
+        if let Some(l) = location {
+            resp.headers_mut().insert(header::LOCATION, l);
+        }
+        router::response::apply_route_headers(self, response_headers, &mut resp, &base);
+        if is_head {
+            resp.body_mut().mark_complete();
+        }
+        resp
     }
 }
 
