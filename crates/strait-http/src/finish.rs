@@ -42,6 +42,8 @@ pub struct Finish {
     pub start: Instant,
     pub start_time: SystemTime,
     pub protocol: &'static str,
+    /// A gRPC request: local replies become gRPC statuses (HTTP 200 + `grpc-status`).
+    pub is_grpc: bool,
     pub status: u16,
     pub flags: ResponseFlags,
     pub details: &'static str,
@@ -66,6 +68,7 @@ impl Finish {
             start: Instant::now(),
             start_time: SystemTime::now(),
             protocol,
+            is_grpc: false,
             status: 0,
             flags: ResponseFlags::default(),
             details: "",

@@ -130,6 +130,10 @@ impl HttpConnectionManager {
             }
         };
         let mut finish = Finish::new(self.clone(), conn.clone(), protocol);
+        finish.is_grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| crate::local_reply::is_grpc_content_type(v.as_bytes()));
         let is_head = req.method() == Method::HEAD;
         if let Some(l) = finish.log.as_mut() {
             l.method = req.method().as_str().to_string();
