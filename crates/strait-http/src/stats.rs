@@ -23,6 +23,8 @@ pub struct HcmStats {
     pub downstream_rq_active: Gauge,
     pub downstream_rq_completed: Counter,
     pub downstream_rq_rx_reset: Counter,
+    pub downstream_rq_idle_timeout: Counter,
+    pub downstream_rq_max_duration_reached: Counter,
     pub downstream_rq_time: Histogram,
     pub downstream_rq_xx: [Counter; 5],
     // Router stats, also under `http.<prefix>.`.
@@ -57,6 +59,8 @@ impl HcmStats {
             downstream_rq_active: g("downstream_rq_active"),
             downstream_rq_completed: c("downstream_rq_completed"),
             downstream_rq_rx_reset: c("downstream_rq_rx_reset"),
+            downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            downstream_rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
             downstream_rq_time: h("downstream_rq_time"),
             downstream_rq_xx: [
                 c("downstream_rq_1xx"),

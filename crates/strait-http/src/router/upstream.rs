@@ -1221,6 +1221,7 @@ pub fn failure_reply(
         }
         FailureKind::StreamIdle { request_complete } => {
             finish.flags.insert(ResponseFlag::StreamIdleTimeout);
+            hcm.stats.downstream_rq_idle_timeout.inc();
             (
                 if request_complete { 504 } else { 408 },
                 Bytes::from_static(b"stream timeout"),
@@ -1228,12 +1229,15 @@ pub fn failure_reply(
                 false,
             )
         }
-        FailureKind::MaxStreamDuration { request_complete } => (
-            if request_complete { 504 } else { 408 },
-            Bytes::from_static(b"downstream duration timeout"),
-            "max_duration_timeout",
-            false,
-        ),
+        FailureKind::MaxStreamDuration { request_complete } => {
+            hcm.stats.downstream_rq_max_duration_reached.inc();
+            (
+                if request_complete { 504 } else { 408 },
+                Bytes::from_static(b"downstream duration timeout"),
+                "max_duration_timeout",
+                false,
+            )
+        }
         FailureKind::BufferExceeded => (
             507,
             Bytes::from_static(b"exceeded request buffer limit while retrying upstream"),
