@@ -62,6 +62,9 @@ pub enum ServerHeader {
 #[derive(Debug)]
 pub struct HcmSpec {
     pub stat_prefix: String,
+    /// The listener's `per_connection_buffer_limit_bytes` (1 MiB by default): how much of
+    /// a request body may be kept for a retry when the route sets no limit.
+    pub buffer_limit_bytes: u32,
     pub codec: Codec,
     pub routes: Arc<RouteTable>,
     pub server_name: String,

@@ -31,7 +31,9 @@ use common::{duration, socket_address, type_name, unpack};
 const HCM_TYPE: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
-const HTTP_OPTIONS_TYPE: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
+pub(crate) const HTTP_OPTIONS_TYPE: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// Options from the command line that shape the compiled config.
 #[derive(Debug, Clone, Default)]
@@ -206,6 +208,13 @@ fn compile_listener(
         let tp = fp.field("typed_config");
         if let Some(h) = unpack::<hcm::HttpConnectionManager>(any, &tp, errs) {
             hcm_spec = compile_hcm(&h, &tp, clusters, errs);
+            if let Some(spec) = hcm_spec.as_mut() {
+                spec.buffer_limit_bytes = l
+                    .per_connection_buffer_limit_bytes
+                    .as_ref()
+                    .map(|v| v.value)
+                    .unwrap_or(DEFAULT_BUFFER_LIMIT);
+            }
         }
     }
     let address = address?;
@@ -359,6 +368,7 @@ fn compile_hcm(
     let access_logs = compile_access_logs(&h.access_log, &path.field("access_log"), errs);
     Some(HcmSpec {
         stat_prefix: h.stat_prefix.clone(),
+        buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
         codec,
         routes: Arc::new(routes?),
         server_name: if h.server_name.is_empty() {

@@ -77,10 +77,6 @@ const EXTERNAL_REQUEST_HEADERS: &[&str] = &[
     "x-envoy-upstream-stream-duration-ms",
 ];
 
-/// Envoy's default connection buffer limit (listener `per_connection_buffer_limit_bytes`,
-/// 1 MiB): the most request body kept for retries unless the route sets less.
-pub const DEFAULT_RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
-
 static DEFAULT_POLICY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
 
 /// Whether the request comes from a trusted (internal) client, whose `x-envoy-*` retry and
@@ -778,11 +774,12 @@ pub async fn send(
     } else {
         Source::Stream(Some(body))
     };
+    // Envoy: the route's `per_request_buffer_limit_bytes`, else the connection's buffer
+    // limit (the listener's `per_connection_buffer_limit_bytes`, 1 MiB by default).
     let buffer_limit = policy
         .buffer_limit
         .map(u64::from)
-        .unwrap_or(u64::MAX)
-        .min(DEFAULT_RETRY_BUFFER_LIMIT);
+        .unwrap_or(u64::from(hcm.spec.buffer_limit_bytes));
     let watch = Watch {
         counters: &counters,
         global: plan.global,
