@@ -52,6 +52,18 @@ impl ResponseBody {
         }
     }
 
+    /// Whether access logs record this response's headers.
+    pub fn logs_headers(&self) -> bool {
+        self.finish.as_ref().is_some_and(|f| f.log.is_some())
+    }
+
+    /// The response headers as finally sent (after route mutations), for access logs.
+    pub fn set_logged_response_headers(&mut self, headers: http::HeaderMap) {
+        if let Some(l) = self.finish.as_mut().and_then(|f| f.log.as_mut()) {
+            l.response_headers = Some(headers);
+        }
+    }
+
     /// Responses to HEAD (and 204/304) are never polled: nothing more will be sent.
     pub fn mark_complete(&mut self) {
         if let Some(f) = self.finish.as_mut() {

@@ -374,3 +374,33 @@ fn access_log_is_flushed_on_shutdown() {
         assert_eq!(v["code"], json!(200));
     }
 }
+
+/// Access logs see the response headers as sent: route `response_headers_to_add` included
+/// (Envoy logs the final headers), and upstream ones too.
+#[test]
+fn access_log_sees_route_response_headers() {
+    let echo = EchoServer::start_background("echo").unwrap();
+    let dir = TestDir::new("access-log-route-headers");
+    let (admin, listen) = (port(), port());
+    let log_path = dir.join("resp.log");
+    let logs = vec![file_log_text(
+        &log_path,
+        "%RESP(X-ADDED)%|%RESP(X-ECHO-NAME)%|%RESPONSE_CODE%\n",
+    )];
+    let mut r = route("/", "echo", None);
+    r["response_headers_to_add"] = json!([{"header": {"key": "x-added", "value": "by-route"}}]);
+    let bs = bootstrap(
+        admin,
+        vec![listener("main", listen, "ingress", vec![r], logs)],
+        vec![cluster("echo", echo.port(), false)],
+    );
+    let mut strait = Strait::start(&dir, &bs);
+    let (_, status, _) = send(strait.listen, "GET", "/x", b"");
+    assert_eq!(status, 200);
+    strait.sigterm();
+    let exit = strait
+        .wait_exit(Duration::from_secs(5))
+        .expect("strait exits after SIGTERM");
+    assert!(exit.success(), "exit status {exit}");
+    assert_eq!(lines_of(&log_path), vec!["by-route|echo|200".to_string()]);
+}

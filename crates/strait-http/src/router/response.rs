@@ -70,6 +70,11 @@ pub fn apply_route_headers(
     if let Some(id) = request_id {
         h.insert(&X_REQUEST_ID, id);
     }
+    // Access logs see the headers as sent, route additions included (Envoy logs them).
+    if resp.body().logs_headers() {
+        let sent = resp.headers().clone();
+        resp.body_mut().set_logged_response_headers(sent);
+    }
 }
 
 /// Envoy closes an HTTP/1 connection when it answers before the request body has been
