@@ -119,8 +119,6 @@ pub struct ClusterAction {
     /// `append_x_forwarded_host`.
     pub append_x_forwarded_host: bool,
     pub path_rewrite: Option<PathRewrite>,
-    /// The route configuration's `internal_only_headers`.
-    pub internal_only_headers: Arc<[HeaderName]>,
 }
 
 /// `cluster_header`: the cluster is the first value of `header`; absent, empty or unknown
@@ -582,7 +580,6 @@ fn compile_route_action(
         _ => None,
     };
 
-    let internal_only_headers = headers::internal_only_headers(ctx.config);
     let base = |cluster: &str| ClusterAction {
         cluster: Arc::from(cluster),
         cluster_not_found_status,
@@ -596,7 +593,6 @@ fn compile_route_action(
         host_rewrite: host_rewrite.clone(),
         append_x_forwarded_host: ra.append_x_forwarded_host,
         path_rewrite: path_rewrite.clone(),
-        internal_only_headers: internal_only_headers.clone(),
     };
 
     match &ra.cluster_specifier {

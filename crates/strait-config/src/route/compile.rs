@@ -25,6 +25,7 @@ pub fn compile_route_config(
     let mut table = RouteTable {
         name: rc.name.clone(),
         ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+        internal_only_headers: super::headers::internal_only_headers(rc),
         ..Default::default()
     };
     let mut seen_domains: HashMap<String, String> = HashMap::new();

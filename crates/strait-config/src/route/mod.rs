@@ -61,6 +61,9 @@ pub struct RouteTable {
     pub prefix: Vec<(String, usize)>,
     pub default: Option<usize>,
     pub ignore_port_in_host_matching: bool,
+    /// `internal_only_headers`: removed from every request not known to be internal (with
+    /// no `internal_address_config`, all of them) before route matching, as in Envoy.
+    pub internal_only_headers: std::sync::Arc<[http::HeaderName]>,
     /// `exact`, `suffix` and `prefix` indexed (built by `build_indexes`).
     wildcards: Option<WildcardIndex>,
     /// One entry per virtual host (built by `build_indexes`; `None`: too few routes to be

@@ -51,11 +51,6 @@ pub fn route_request<B>(
     let spec = &hcm.spec;
     {
         let h = &mut parts.headers;
-        // No address is internal (no `internal_address_config`): every request is external
-        // and loses the route configuration's internal-only headers.
-        for name in action.internal_only_headers.iter() {
-            h.remove(name);
-        }
         super::upstream::set_expected_timeout(h, action, spec.suppress_envoy_headers);
     }
     apply_route_rules(
@@ -93,8 +88,12 @@ pub fn connection_manager_headers(
     if version == http::Version::HTTP_2 {
         join_cookies(h);
     }
-    // No address is internal without `internal_address_config`: a client's claim is dropped.
+    // No address is internal without `internal_address_config`: a client's claim is dropped,
+    // and so are the route configuration's internal-only headers.
     h.remove("x-envoy-internal");
+    for name in spec.routes.internal_only_headers.iter() {
+        h.remove(name);
+    }
     let external = spec.use_remote_address;
     if external {
         set_forwarding_headers(h, conn, spec.xff_num_trusted_hops, spec.skip_xff_append);
