@@ -3,28 +3,71 @@
 use std::fmt::Write;
 
 use serde_json::json;
-use strait_upstream::ClusterManager;
+use strait_config::model::{LocalitySpec, Thresholds};
+use strait_upstream::{ClusterManager, Host, health_flag};
 
-/// Envoy's default circuit breaker thresholds, printed per priority.
-const DEFAULT_THRESHOLDS: [(&str, u64); 4] = [
-    ("max_connections", 1024),
-    ("max_pending_requests", 1024),
-    ("max_requests", 1024),
-    ("max_retries", 3),
-];
+/// A priority's circuit breaker thresholds as `/clusters` names them.
+fn thresholds(t: &Thresholds) -> [(&'static str, u32); 4] {
+    [
+        ("max_connections", t.max_connections),
+        ("max_pending_requests", t.max_pending_requests),
+        ("max_requests", t.max_requests),
+        ("max_retries", t.max_retries),
+    ]
+}
+
+/// Envoy's JSON `health_status` of a host: the EDS status and one boolean per failure.
+fn health_status_json(h: &Host) -> serde_json::Value {
+    let f = h.health_flags();
+    let mut v = serde_json::Map::new();
+    for (flag, name) in [
+        (health_flag::FAILED_ACTIVE_HC, "failed_active_health_check"),
+        (health_flag::FAILED_OUTLIER_CHECK, "failed_outlier_check"),
+        (
+            health_flag::DEGRADED_ACTIVE_HC,
+            "failed_active_degraded_check",
+        ),
+        (
+            health_flag::PENDING_DYNAMIC_REMOVAL,
+            "pending_dynamic_removal",
+        ),
+        (health_flag::PENDING_ACTIVE_HC, "pending_active_hc"),
+        (
+            health_flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
+            "excluded_via_immediate_hc_fail",
+        ),
+    ] {
+        if f & flag != 0 {
+            v.insert(name.into(), json!(true));
+        }
+    }
+    let eds = if f & health_flag::FAILED_EDS_HEALTH != 0 {
+        "UNHEALTHY"
+    } else if f & health_flag::DEGRADED_EDS_HEALTH != 0 {
+        "DEGRADED"
+    } else {
+        "HEALTHY"
+    };
+    v.insert("eds_health_status".into(), json!(eds));
+    serde_json::Value::Object(v)
+}
 
 pub fn render_text(cm: &ClusterManager) -> String {
     let mut out = String::new();
     for c in &cm.order {
         let n = &c.name;
         let _ = writeln!(out, "{n}::observability_name::{n}");
-        for prio in ["default_priority", "high_priority"] {
-            for (k, v) in DEFAULT_THRESHOLDS {
+        let cb = &c.spec.circuit_breakers;
+        for (prio, t) in [
+            ("default_priority", &cb.default),
+            ("high_priority", &cb.high),
+        ] {
+            for (k, v) in thresholds(t) {
                 let _ = writeln!(out, "{n}::{prio}::{k}::{v}");
             }
         }
         let _ = writeln!(out, "{n}::added_via_api::false");
-        for h in &c.hosts {
+        for h in c.hosts().iter() {
             let a = h.address;
             let s = &h.stats;
             let _ = writeln!(out, "{n}::{a}::cx_active::{}", s.cx_active.value());
@@ -41,13 +84,14 @@ pub fn render_text(cm: &ClusterManager) -> String {
             let _ = writeln!(out, "{n}::{a}::rq_timeout::{}", s.rq_timeout.value());
             let _ = writeln!(out, "{n}::{a}::rq_total::{}", s.rq_total.value());
             let _ = writeln!(out, "{n}::{a}::hostname::{}", h.hostname);
-            let _ = writeln!(out, "{n}::{a}::health_flags::healthy");
+            let _ = writeln!(out, "{n}::{a}::health_flags::{}", h.health_flags_text());
             let _ = writeln!(out, "{n}::{a}::weight::{}", h.weight);
-            let _ = writeln!(out, "{n}::{a}::region::");
-            let _ = writeln!(out, "{n}::{a}::zone::");
-            let _ = writeln!(out, "{n}::{a}::sub_zone::");
+            let l = &h.locality;
+            let _ = writeln!(out, "{n}::{a}::region::{}", l.region);
+            let _ = writeln!(out, "{n}::{a}::zone::{}", l.zone);
+            let _ = writeln!(out, "{n}::{a}::sub_zone::{}", l.sub_zone);
             let _ = writeln!(out, "{n}::{a}::canary::false");
-            let _ = writeln!(out, "{n}::{a}::priority::0");
+            let _ = writeln!(out, "{n}::{a}::priority::{}", h.priority);
             let _ = writeln!(out, "{n}::{a}::success_rate::-1");
             let _ = writeln!(out, "{n}::{a}::local_origin_success_rate::-1");
         }
@@ -61,7 +105,7 @@ pub fn render_json(cm: &ClusterManager) -> String {
         .iter()
         .map(|c| {
             let hosts: Vec<_> = c
-                .hosts
+                .hosts()
                 .iter()
                 .map(|h| {
                     let s = &h.stats;
@@ -77,10 +121,11 @@ pub fn render_json(cm: &ClusterManager) -> String {
                             {"type": "GAUGE", "name": "cx_active", "value": s.cx_active.value().to_string()},
                             {"type": "GAUGE", "name": "rq_active", "value": s.rq_active.value().to_string()},
                         ],
-                        "health_status": {"eds_health_status": "HEALTHY"},
+                        "health_status": health_status_json(h),
                         "weight": h.weight,
                         "hostname": h.hostname,
-                        "locality": {},
+                        "locality": locality_json(&h.locality),
+                        "priority": h.priority,
                     })
                 })
                 .collect();
@@ -88,12 +133,38 @@ pub fn render_json(cm: &ClusterManager) -> String {
                 "name": &*c.name,
                 "observability_name": &*c.name,
                 "circuit_breakers": {"thresholds": [
-                    {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3},
-                    {"priority": "HIGH", "max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
+                    thresholds_json(None, &c.spec.circuit_breakers.default),
+                    thresholds_json(Some("HIGH"), &c.spec.circuit_breakers.high),
                 ]},
                 "host_statuses": hosts,
             })
         })
         .collect();
     serde_json::to_string_pretty(&json!({ "cluster_statuses": statuses })).unwrap_or_default()
+}
+
+fn thresholds_json(priority: Option<&str>, t: &Thresholds) -> serde_json::Value {
+    let mut v = serde_json::Map::new();
+    if let Some(p) = priority {
+        v.insert("priority".into(), json!(p));
+    }
+    for (k, n) in thresholds(t) {
+        v.insert(k.into(), json!(n));
+    }
+    serde_json::Value::Object(v)
+}
+
+/// Envoy leaves empty locality fields out of the JSON.
+fn locality_json(l: &LocalitySpec) -> serde_json::Value {
+    let mut v = serde_json::Map::new();
+    for (k, s) in [
+        ("region", &l.region),
+        ("zone", &l.zone),
+        ("sub_zone", &l.sub_zone),
+    ] {
+        if !s.is_empty() {
+            v.insert(k.into(), json!(s));
+        }
+    }
+    serde_json::Value::Object(v)
 }

@@ -7,6 +7,7 @@
 //! Owns: config errors, the supported-field table, the compiled model. Does not own:
 //! sockets, workers, or anything on the request path beyond the model's matchers.
 
+pub mod cluster;
 pub mod compile;
 pub mod error;
 pub mod load;

@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use strait_accesslog::Formatter;
 
+pub use crate::cluster::circuit::{CircuitBreakersSpec, Thresholds};
+pub use crate::cluster::discovery::DiscoverySpec;
+pub use crate::cluster::health::HealthCheckSpec;
+pub use crate::cluster::lb::{LbPolicy, LbSpec};
+pub use crate::cluster::outlier::OutlierSpec;
 pub use crate::route::{ClusterAction, PathMatcher, Route, RouteAction, RouteTable, VirtualHost};
 
 /// A whole validated bootstrap, compiled.
@@ -103,16 +108,15 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LbPolicy {
-    RoundRobin,
-}
-
 #[derive(Debug)]
 pub struct ClusterSpec {
     pub name: String,
     pub connect_timeout: Duration,
-    pub lb_policy: LbPolicy,
+    pub discovery: DiscoverySpec,
+    pub lb: LbSpec,
+    pub health_checks: Vec<HealthCheckSpec>,
+    pub outlier: Option<OutlierSpec>,
+    pub circuit_breakers: CircuitBreakersSpec,
     pub endpoints: Vec<EndpointSpec>,
     pub protocol: UpstreamProtocol,
     pub h2: H2Settings,
@@ -126,6 +130,18 @@ pub struct EndpointSpec {
     pub address: SocketAddr,
     pub weight: u32,
     pub hostname: String,
+    /// Priority level of the endpoint's `LocalityLbEndpoints` (0 is the highest).
+    pub priority: u32,
+    pub locality: Arc<LocalitySpec>,
+}
+
+/// Where an endpoint runs (`region`/`zone`/`sub_zone`); shared by the endpoints of one
+/// `LocalityLbEndpoints`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct LocalitySpec {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
 }
 
 #[derive(Debug, Clone)]
@@ -139,4 +155,35 @@ pub enum AccessLogSink {
 pub struct AccessLogSpec {
     pub sink: AccessLogSink,
     pub format: Arc<Formatter>,
+}
+
+impl ClusterSpec {
+    /// A STATIC HTTP/1.1 cluster with Envoy's defaults over `addresses` (weight 1 each):
+    /// what unit tests of the layers above need.
+    pub fn static_http1(name: &str, addresses: &[SocketAddr]) -> ClusterSpec {
+        ClusterSpec {
+            name: name.into(),
+            connect_timeout: Duration::from_secs(5),
+            discovery: DiscoverySpec::Static,
+            lb: LbSpec::default(),
+            health_checks: Vec::new(),
+            outlier: None,
+            circuit_breakers: CircuitBreakersSpec::default(),
+            endpoints: addresses
+                .iter()
+                .map(|a| EndpointSpec {
+                    address: *a,
+                    weight: 1,
+                    hostname: String::new(),
+                    priority: 0,
+                    locality: Arc::default(),
+                })
+                .collect(),
+            protocol: UpstreamProtocol::Http1,
+            h2: H2Settings::default(),
+            idle_timeout: None,
+            max_requests_per_connection: None,
+            buffer_limit_bytes: 1 << 20,
+        }
+    }
 }

@@ -188,6 +188,7 @@ fn all_tables() -> impl Iterator<Item = &'static (&'static str, &'static [&'stat
     SUPPORTED_FIELDS
         .iter()
         .chain(crate::route::supported_fields())
+        .chain(crate::cluster::supported_fields())
 }
 
 fn is_supported(message: &str, field: &str) -> bool {

@@ -161,6 +161,7 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
                 Err(e) => return Err(format!("admin: {e}")),
             }
         }
+        clusters.start_control_tasks();
         tokio::spawn(stats_upkeep(
             store.clone(),
             state.clone(),

@@ -2,42 +2,16 @@
 //! them without locks. Per-worker load-balancer state lives in per-slot cells.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use arc_swap::{ArcSwap, Guard};
 
 use strait_config::model::{ClusterSpec, Config};
 use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
 
-static NEXT_HOST_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Envoy's default `max_retries` circuit-breaker threshold: retries in progress at once per
-/// cluster (circuit breaker configuration belongs to the cluster-manager work; until then
-/// every cluster has Envoy's default).
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
-
-/// Stats of one host, shown by `/clusters`.
-#[derive(Debug)]
-pub struct HostStats {
-    pub cx_total: Counter,
-    pub cx_active: Gauge,
-    pub cx_connect_fail: Counter,
-    pub rq_total: Counter,
-    pub rq_active: Gauge,
-    pub rq_success: Counter,
-    pub rq_error: Counter,
-    pub rq_timeout: Counter,
-}
-
-#[derive(Debug)]
-pub struct Host {
-    /// Process-unique id: the key of this host's idle connections in a worker's pool.
-    pub id: u64,
-    pub address: SocketAddr,
-    pub weight: u32,
-    pub hostname: String,
-    pub stats: HostStats,
-}
+use crate::host::{Host, HostHealth};
+use crate::lb::{HostSnapshot, LbContext};
 
 /// Envoy's cluster stats (`cluster.<name>.*`).
 #[derive(Debug)]
@@ -75,6 +49,7 @@ pub struct ClusterStats {
     pub upstream_cx_length_ms: Histogram,
     pub upstream_cx_connect_ms: Histogram,
     pub membership_healthy: Gauge,
+    pub membership_degraded: Gauge,
     pub membership_total: Gauge,
     pub max_host_weight: Gauge,
     rq_class: [Counter; 5],
@@ -129,6 +104,7 @@ impl ClusterStats {
             upstream_cx_length_ms: h("upstream_cx_length_ms"),
             upstream_cx_connect_ms: h("upstream_cx_connect_ms"),
             membership_healthy: g("membership_healthy"),
+            membership_degraded: g("membership_degraded"),
             membership_total: g("membership_total"),
             max_host_weight: g("max_host_weight"),
             rq_class: [
@@ -200,21 +176,15 @@ impl ClusterStats {
     }
 }
 
-/// One worker slot's round-robin cursor, on its own cache line.
-#[repr(align(64))]
-#[derive(Debug, Default)]
-struct Cursor(AtomicUsize);
-
 #[derive(Debug)]
 pub struct Cluster {
     pub spec: Arc<ClusterSpec>,
     pub name: Arc<str>,
-    pub hosts: Vec<Arc<Host>>,
     pub stats: ClusterStats,
-    /// Smooth weighted round-robin order of host indexes (one entry per host when the
-    /// weights are equal). Each worker walks it with its own cursor.
-    schedule: Vec<u32>,
-    cursors: Box<[Cursor]>,
+    /// The hosts and their load balancer, swapped whole when membership or health changes.
+    snapshot: ArcSwap<HostSnapshot>,
+    /// Worker slots, for per-worker load-balancer state.
+    slots: usize,
     /// Retries in progress (scheduled or running), for the `max_retries` circuit breaker.
     retries_active: AtomicU32,
 }
@@ -225,53 +195,70 @@ impl Cluster {
         let hosts: Vec<Arc<Host>> = spec
             .endpoints
             .iter()
-            .map(|e| {
-                // Host stats are shown by /clusters, not /stats: kept out of the store.
-                Arc::new(Host {
-                    id: NEXT_HOST_ID.fetch_add(1, Ordering::Relaxed),
-                    address: e.address,
-                    weight: e.weight,
-                    hostname: e.hostname.clone(),
-                    stats: HostStats {
-                        cx_total: store.unlisted_counter("cx_total"),
-                        cx_active: store.unlisted_gauge("cx_active"),
-                        cx_connect_fail: store.unlisted_counter("cx_connect_fail"),
-                        rq_total: store.unlisted_counter("rq_total"),
-                        rq_active: store.unlisted_gauge("rq_active"),
-                        rq_success: store.unlisted_counter("rq_success"),
-                        rq_error: store.unlisted_counter("rq_error"),
-                        rq_timeout: store.unlisted_counter("rq_timeout"),
-                    },
-                })
-            })
+            .map(|e| Arc::new(Host::new(e, e.address, store)))
             .collect();
-        stats.membership_total.set(hosts.len() as i64);
-        stats.membership_healthy.set(hosts.len() as i64);
-        stats
-            .max_host_weight
-            .set(hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
-        let schedule =
-            smooth_weighted_schedule(&hosts.iter().map(|h| h.weight).collect::<Vec<_>>());
-        let cursors = (0..slots.max(1))
-            .map(|i| Cursor(AtomicUsize::new(i)))
-            .collect();
-        Cluster {
+        let snapshot = HostSnapshot::build(hosts, &spec.lb, slots);
+        let c = Cluster {
             name: Arc::from(spec.name.as_str()),
             spec,
-            hosts,
             stats,
-            schedule,
-            cursors,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            slots,
             retries_active: AtomicU32::new(0),
-        }
+        };
+        c.publish_membership_stats(&c.snapshot.load());
+        c
     }
 
-    /// Takes a slot of the cluster's retry circuit breaker (`max_retries`, Envoy's default
-    /// 3). `false` when it is full: the retry overflows (`upstream_rq_retry_overflow`).
+    /// The current hosts (a cheap, lock-free load; hold it only briefly).
+    pub fn snapshot(&self) -> Guard<Arc<HostSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Every host of the current snapshot, in discovery order.
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        self.snapshot.load().hosts.clone()
+    }
+
+    /// Replaces the host set (discovery found new membership). Hosts that stay should be
+    /// passed as the same `Arc`s so their stats and health carry over.
+    pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        let snap = HostSnapshot::build(hosts, &self.spec.lb, self.slots);
+        self.publish_membership_stats(&snap);
+        self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Rebuilds the snapshot after a host's health flags changed.
+    pub fn refresh(&self) {
+        self.set_hosts(self.hosts());
+    }
+
+    fn publish_membership_stats(&self, snap: &HostSnapshot) {
+        let s = &self.stats;
+        s.membership_total.set(snap.hosts.len() as i64);
+        s.membership_healthy.set(
+            snap.hosts
+                .iter()
+                .filter(|h| h.health() == HostHealth::Healthy)
+                .count() as i64,
+        );
+        s.membership_degraded.set(
+            snap.hosts
+                .iter()
+                .filter(|h| h.health() == HostHealth::Degraded)
+                .count() as i64,
+        );
+        s.max_host_weight
+            .set(snap.hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
+    }
+
+    /// Takes a slot of the cluster's retry circuit breaker (`max_retries`). `false` when it
+    /// is full: the retry overflows (`upstream_rq_retry_overflow`).
     pub fn try_start_retry(&self) -> bool {
+        let max = self.spec.circuit_breakers.default.max_retries;
         self.retries_active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < DEFAULT_MAX_RETRIES).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .is_ok()
     }
@@ -288,71 +275,10 @@ impl Cluster {
         self.retries_active.load(Ordering::Acquire)
     }
 
-    /// Picks the next host for this worker. No lock, no allocation.
-    pub fn choose_host(&self) -> Option<&Arc<Host>> {
-        if self.schedule.is_empty() {
-            return None;
-        }
-        let slot = strait_stats::thread_slot();
-        let cursor = &self.cursors[slot % self.cursors.len()].0;
-        // Only this worker writes its cursor: a relaxed load/store pair is enough.
-        let i = cursor.load(Ordering::Relaxed);
-        cursor.store(i.wrapping_add(1), Ordering::Relaxed);
-        let h = self.schedule[i % self.schedule.len()] as usize;
-        self.hosts.get(h)
+    /// Picks a host for a request. No lock, no allocation (one reference-count increment).
+    pub fn choose_host(&self, ctx: &LbContext<'_>) -> Option<Arc<Host>> {
+        self.snapshot.load().choose(ctx).cloned()
     }
-
-    /// Host selection for a retry with Envoy's `previous_hosts` predicate: picks up to
-    /// `1 + extra_attempts` times and returns the first host not in `attempted` (host ids),
-    /// or the last one picked when every pick was already attempted (as Envoy does).
-    pub fn choose_host_avoiding(
-        &self,
-        attempted: &[u64],
-        extra_attempts: u32,
-    ) -> Option<&Arc<Host>> {
-        let mut last = None;
-        for _ in 0..=extra_attempts {
-            let h = self.choose_host()?;
-            if !attempted.contains(&h.id) {
-                return Some(h);
-            }
-            last = Some(h);
-        }
-        last
-    }
-}
-
-/// Nginx-style smooth weighted round robin, unrolled into a fixed schedule. Large weight
-/// sums are scaled down to keep the schedule under 64 K entries.
-fn smooth_weighted_schedule(weights: &[u32]) -> Vec<u32> {
-    if weights.is_empty() {
-        return Vec::new();
-    }
-    let first = weights[0];
-    if weights.iter().all(|w| *w == first) {
-        return (0..weights.len() as u32).collect();
-    }
-    let total: u64 = weights.iter().map(|w| *w as u64).sum();
-    let scale = total.div_ceil(65_536).max(1);
-    let w: Vec<i64> = weights
-        .iter()
-        .map(|x| ((*x as u64 / scale).max(1)) as i64)
-        .collect();
-    let total: i64 = w.iter().sum();
-    let mut current = vec![0i64; w.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..w.len() {
-            current[i] += w[i];
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        out.push(best as u32);
-    }
-    out
 }
 
 /// Every cluster of one config version, by name.
@@ -377,31 +303,17 @@ impl ClusterManager {
         cm
     }
 
+    /// Starts every cluster's control work (discovery, active health checking, outlier
+    /// detection) on the current runtime: call it on the control thread.
+    pub fn start_control_tasks(&self) {
+        for c in &self.order {
+            crate::discovery::start(c);
+            crate::health::start(c);
+            crate::outlier::start(c);
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.get(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smooth_schedule_respects_weights() {
-        let s = smooth_weighted_schedule(&[5, 1, 1]);
-        assert_eq!(s.len(), 7);
-        assert_eq!(s.iter().filter(|i| **i == 0).count(), 5);
-        // Smooth: the heavy host is not picked five times in a row.
-        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_weighted_schedule(&[1, 1, 1]), vec![0, 1, 2]);
-        assert!(smooth_weighted_schedule(&[]).is_empty());
-    }
-
-    #[test]
-    fn huge_weights_are_scaled() {
-        let s = smooth_weighted_schedule(&[1_000_000, 3_000_000]);
-        assert!(s.len() <= 65_536);
-        let zeros = s.iter().filter(|i| **i == 0).count() as f64;
-        assert!((zeros / s.len() as f64 - 0.25).abs() < 0.01);
     }
 }

@@ -7,8 +7,15 @@
 
 pub mod body;
 pub mod cluster;
+pub mod discovery;
+pub mod health;
+pub mod host;
+pub mod lb;
+pub mod outlier;
 pub mod pool;
 
 pub use body::{RequestBody, StreamCounters};
-pub use cluster::{Cluster, ClusterManager, Host};
+pub use cluster::{Cluster, ClusterManager};
+pub use host::{Host, HostHealth, health_flag};
+pub use lb::{HostSnapshot, LbContext};
 pub use pool::{UpstreamError, UpstreamResponse, send_request};

@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{RequestBody, StreamCounters};
-use crate::cluster::{Cluster, Host};
+use crate::cluster::Cluster;
+use crate::host::Host;
 
 /// Idle HTTP/1.1 connections kept per host per worker.
 const MAX_IDLE_PER_HOST: usize = 256;
@@ -723,26 +724,13 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
-    use strait_config::model::{ClusterSpec, EndpointSpec, H2Settings, LbPolicy};
+    use strait_config::model::ClusterSpec;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     fn cluster(addr: std::net::SocketAddr) -> Arc<Cluster> {
-        let spec = ClusterSpec {
-            name: "raw".into(),
-            connect_timeout: Duration::from_secs(1),
-            lb_policy: LbPolicy::RoundRobin,
-            endpoints: vec![EndpointSpec {
-                address: addr,
-                weight: 1,
-                hostname: String::new(),
-            }],
-            protocol: UpstreamProtocol::Http1,
-            h2: H2Settings::default(),
-            idle_timeout: None,
-            max_requests_per_connection: None,
-            buffer_limit_bytes: 1 << 20,
-        };
+        let mut spec = ClusterSpec::static_http1("raw", &[addr]);
+        spec.connect_timeout = Duration::from_secs(1);
         Arc::new(Cluster::new(
             Arc::new(spec),
             &strait_stats::Store::new(1),
@@ -836,7 +824,7 @@ mod tests {
     async fn idempotent_request_resent_when_pooled_connection_closes_unanswered() {
         let (addr, seen) = racy_upstream(false).await;
         let c = cluster(addr);
-        let host = c.hosts[0].clone();
+        let host = c.hosts()[0].clone();
         let counters = StreamCounters::default();
         let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
             .await
@@ -856,7 +844,7 @@ mod tests {
     async fn non_idempotent_request_is_not_resent() {
         let (addr, seen) = racy_upstream(false).await;
         let c = cluster(addr);
-        let host = c.hosts[0].clone();
+        let host = c.hosts()[0].clone();
         let counters = StreamCounters::default();
         let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
             .await
@@ -876,7 +864,7 @@ mod tests {
     async fn fresh_connection_closed_unanswered_is_not_resent() {
         let (addr, seen) = racy_upstream(true).await;
         let c = cluster(addr);
-        let host = c.hosts[0].clone();
+        let host = c.hosts()[0].clone();
         let counters = StreamCounters::default();
         let r = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
             .await
@@ -906,7 +894,7 @@ mod tests {
             }
         });
         let c = cluster(addr);
-        let host = c.hosts[0].clone();
+        let host = c.hosts()[0].clone();
         let counters = StreamCounters::default();
         let e = send_request(&c, &host, get(Method::GET, RequestBody::Empty), &counters)
             .await

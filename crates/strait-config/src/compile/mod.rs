@@ -21,11 +21,11 @@ use crate::error::{ConfigErrors, FieldPath};
 use crate::model::*;
 
 pub(crate) mod access_log;
-pub(crate) mod cluster;
+
 pub(crate) mod common;
 
+use crate::cluster::compile_cluster;
 use access_log::compile_access_logs;
-use cluster::compile_cluster;
 use common::{duration, socket_address, type_name, unpack};
 
 const HCM_TYPE: &str =

@@ -189,9 +189,7 @@ fn apply_route_rules(
         Some(HostRewrite::PathRegex(re)) => {
             HeaderValue::from_str(&re.replace_all(path_without_query(path))).ok()
         }
-        Some(HostRewrite::Auto) => {
-            common_hostname(cluster).and_then(|h| HeaderValue::from_str(h).ok())
-        }
+        Some(HostRewrite::Auto) => common_hostname(cluster),
     };
     if let Some(v) = new_host {
         update_authority(
@@ -217,9 +215,12 @@ fn apply_route_rules(
 /// `auto_host_rewrite` uses the chosen endpoint's `hostname`. The endpoint is chosen after
 /// this, so the rewrite applies when every endpoint of the cluster has the same hostname
 /// (one endpoint, or endpoints of one name); without hostnames Envoy leaves `host` alone.
-fn common_hostname(cluster: &Cluster) -> Option<&str> {
-    let first = cluster.hosts.first()?.hostname.as_str();
-    (!first.is_empty() && cluster.hosts.iter().all(|h| h.hostname == first)).then_some(first)
+fn common_hostname(cluster: &Cluster) -> Option<HeaderValue> {
+    let snap = cluster.snapshot();
+    let first = snap.hosts.first()?.hostname.as_str();
+    (!first.is_empty() && snap.hosts.iter().all(|h| h.hostname == first))
+        .then(|| HeaderValue::from_str(first).ok())
+        .flatten()
 }
 
 /// Envoy's `Utility::updateAuthority`: the old host goes to `x-envoy-original-host` (unless

@@ -24,7 +24,7 @@ use strait_config::route::matcher::{HeaderMatcher, HeaderTarget, HeaderValueMatc
 use strait_config::route::retry::{RetryPolicy, StreamTimeouts, retry_on};
 use strait_upstream::body::{Replay, ReplayBody};
 use strait_upstream::{
-    Cluster, Host, RequestBody, StreamCounters, UpstreamError, UpstreamResponse,
+    Cluster, Host, LbContext, RequestBody, StreamCounters, UpstreamError, UpstreamResponse,
 };
 use tokio::sync::oneshot;
 
@@ -802,12 +802,14 @@ pub async fn send(
 
     loop {
         // Host choice; a retry with `previous_hosts` avoids the hosts already tried.
-        let host = match (&retry, attempted.is_empty()) {
-            (Some(r), false) if r.policy.previous_hosts => cluster
-                .choose_host_avoiding(&attempted, r.policy.host_selection_max_attempts)
-                .cloned(),
-            _ => cluster.choose_host().cloned(),
-        };
+        let avoid = retry.as_ref().is_some_and(|r| r.policy.previous_hosts);
+        let host = cluster.choose_host(&LbContext {
+            hash: None,
+            attempted: if avoid { &attempted } else { &[] },
+            host_selection_retry_max_attempts: retry
+                .as_ref()
+                .map_or(0, |r| r.policy.host_selection_max_attempts),
+        });
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();
             return fail(FailureKind::NoHealthyUpstream, counters.attempts());
@@ -1332,24 +1334,9 @@ mod tests {
     }
 
     fn cluster() -> Arc<Cluster> {
-        use strait_config::model::{
-            ClusterSpec, EndpointSpec, H2Settings, LbPolicy, UpstreamProtocol,
-        };
-        let spec = ClusterSpec {
-            name: "c".into(),
-            connect_timeout: Duration::from_secs(1),
-            lb_policy: LbPolicy::RoundRobin,
-            endpoints: vec![EndpointSpec {
-                address: "127.0.0.1:1".parse().expect("addr"),
-                weight: 1,
-                hostname: String::new(),
-            }],
-            protocol: UpstreamProtocol::Http1,
-            h2: H2Settings::default(),
-            idle_timeout: None,
-            max_requests_per_connection: None,
-            buffer_limit_bytes: 1 << 20,
-        };
+        use strait_config::model::ClusterSpec;
+        let mut spec = ClusterSpec::static_http1("c", &["127.0.0.1:1".parse().expect("addr")]);
+        spec.connect_timeout = Duration::from_secs(1);
         Arc::new(Cluster::new(
             Arc::new(spec),
             &strait_stats::Store::new(1),

@@ -1,12 +1,21 @@
 //! Clusters: discovery type, load balancing policy, endpoints and upstream protocol options.
+//! Each concern of a cluster has its own submodule with its spec types, its compile step and
+//! the table of Envoy fields it implements.
 
+pub mod circuit;
+pub mod discovery;
+pub mod health;
+pub mod lb;
+pub mod outlier;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_api::pb::envoy::config::cluster::v3 as cl;
 use envoy_api::pb::envoy::extensions::upstreams::http::v3 as uphttp;
 
-use super::HTTP_OPTIONS_TYPE;
-use super::common::{duration, socket_address, type_name, unpack};
+use crate::compile::HTTP_OPTIONS_TYPE;
+use crate::compile::common::{duration, socket_address, type_name, unpack};
 use crate::error::{ConfigErrors, FieldPath};
 use crate::model::*;
 
@@ -15,38 +24,11 @@ pub(crate) fn compile_cluster(
     path: &FieldPath,
     errs: &mut ConfigErrors,
 ) -> Option<ClusterSpec> {
-    match &c.cluster_discovery_type {
-        None => {}
-        Some(cl::cluster::ClusterDiscoveryType::Type(t))
-            if *t == cl::cluster::DiscoveryType::Static as i32 => {}
-        Some(cl::cluster::ClusterDiscoveryType::Type(t)) => {
-            let name = cl::cluster::DiscoveryType::try_from(*t)
-                .map(|d| d.as_str_name())
-                .unwrap_or("?");
-            errs.push(
-                path.field("type").to_string(),
-                format!("cluster type {name} is not supported by Strait yet (STATIC is)"),
-            );
-            return None;
-        }
-        Some(_) => {
-            errs.push(
-                path.field("cluster_type").to_string(),
-                "is not supported by Strait yet",
-            );
-            return None;
-        }
-    }
-    if c.lb_policy != cl::cluster::LbPolicy::RoundRobin as i32 {
-        let name = cl::cluster::LbPolicy::try_from(c.lb_policy)
-            .map(|d| d.as_str_name())
-            .unwrap_or("?");
-        errs.push(
-            path.field("lb_policy").to_string(),
-            format!("lb_policy {name} is not supported by Strait yet (ROUND_ROBIN is)"),
-        );
-        return None;
-    }
+    let discovery = discovery::compile(c, path, errs)?;
+    let lb = lb::compile(c, path, errs);
+    let health_checks = health::compile(c, path, errs);
+    let outlier = outlier::compile(c, path, errs);
+    let circuit_breakers = circuit::compile(c, path, errs);
     let connect_timeout = c
         .connect_timeout
         .as_ref()
@@ -57,6 +39,16 @@ pub(crate) fn compile_cluster(
         let lp = path.field("load_assignment");
         for (i, lle) in la.endpoints.iter().enumerate() {
             let ep = lp.field("endpoints").index(i);
+            let locality = Arc::new(
+                lle.locality
+                    .as_ref()
+                    .map(|l| LocalitySpec {
+                        region: l.region.clone(),
+                        zone: l.zone.clone(),
+                        sub_zone: l.sub_zone.clone(),
+                    })
+                    .unwrap_or_default(),
+            );
             for (j, lbe) in lle.lb_endpoints.iter().enumerate() {
                 let bp = ep.field("lb_endpoints").index(j);
                 use envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as H;
@@ -83,6 +75,8 @@ pub(crate) fn compile_cluster(
                     address,
                     weight: weight.max(1),
                     hostname: e.hostname.clone(),
+                    priority: lle.priority,
+                    locality: locality.clone(),
                 });
             }
         }
@@ -90,6 +84,7 @@ pub(crate) fn compile_cluster(
     // Upstream protocol: typed_extension_protocol_options' HttpProtocolOptions.
     let mut protocol = UpstreamProtocol::Http1;
     let mut h2 = H2Settings::default();
+    #[allow(deprecated)] // the cluster-level field is still honoured, as by Envoy
     let mut common = c.common_http_protocol_options;
     for (k, any) in &c.typed_extension_protocol_options {
         let kp = path.field("typed_extension_protocol_options").key(k);
@@ -146,7 +141,11 @@ pub(crate) fn compile_cluster(
     Some(ClusterSpec {
         name: c.name.clone(),
         connect_timeout,
-        lb_policy: LbPolicy::RoundRobin,
+        discovery,
+        lb,
+        health_checks,
+        outlier,
+        circuit_breakers,
         endpoints,
         protocol,
         h2,
@@ -162,4 +161,15 @@ pub(crate) fn compile_cluster(
             .map(|v| v.value)
             .unwrap_or(1024 * 1024),
     })
+}
+
+/// Every Envoy field the cluster modules implement, for the supported-field check.
+pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'static [&'static str])>
+{
+    lb::SUPPORTED
+        .iter()
+        .chain(health::SUPPORTED.iter())
+        .chain(outlier::SUPPORTED.iter())
+        .chain(circuit::SUPPORTED.iter())
+        .chain(discovery::SUPPORTED.iter())
 }
