@@ -6,13 +6,15 @@
 //! [`Balancer`] runs one algorithm (`lb_policy`) over one list of hosts. Choosing a host takes
 //! no lock and allocates nothing.
 
+mod balancer;
 mod round_robin;
 
 use std::sync::Arc;
 
-use strait_config::model::{LbPolicy, LbSpec};
+use strait_config::model::LbSpec;
 
 use crate::host::{Host, HostHealth};
+pub use balancer::Balancer;
 pub use round_robin::RoundRobin;
 
 /// What a request brings to host selection.
@@ -24,27 +26,6 @@ pub struct LbContext<'a> {
     pub attempted: &'a [u64],
     /// `host_selection_retry_max_attempts`: extra picks while the pick is in `attempted`.
     pub host_selection_retry_max_attempts: u32,
-}
-
-/// One load-balancing algorithm over one list of hosts (indexes into that list).
-#[derive(Debug)]
-pub enum Balancer {
-    RoundRobin(RoundRobin),
-}
-
-impl Balancer {
-    pub fn build(policy: &LbPolicy, hosts: &[Arc<Host>], slots: usize) -> Balancer {
-        match policy {
-            LbPolicy::RoundRobin => Balancer::RoundRobin(RoundRobin::new(hosts, slots)),
-        }
-    }
-
-    /// Index into the `hosts` this balancer was built over.
-    pub fn choose(&self, hosts: &[Arc<Host>], ctx: &LbContext<'_>) -> Option<usize> {
-        match self {
-            Balancer::RoundRobin(b) => b.choose(hosts, ctx),
-        }
-    }
 }
 
 /// The hosts of a cluster as workers see them at one moment.
