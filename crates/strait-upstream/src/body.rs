@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::shadow::{DownstreamBody, ShadowBody};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use strait_stats::Counter;
 use tokio::sync::{Notify, oneshot};
 
@@ -156,21 +156,26 @@ pub enum RequestBody {
     Empty,
     /// Streamed through, nothing kept: the request cannot be retried once written.
     Incoming {
-        inner: Incoming,
+        inner: DownstreamBody,
         counters: Arc<StreamCounters>,
     },
     /// Kept for retries (see [`ReplayBody`]).
     Replay(Box<ReplayBody>),
+    /// A mirrored request's copy of the main request's body.
+    Shadow(ShadowBody),
 }
+
+/// Errors a request body can end with: the downstream body's, or a shadow cut off.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Incoming { inner, counters } => {
@@ -192,9 +197,10 @@ impl Body for RequestBody {
                     Poll::Ready(None) => counters.mark_request_done(),
                     _ => {}
                 }
-                r
+                r.map_err(Into::into)
             }
-            RequestBody::Replay(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            RequestBody::Replay(b) => Pin::new(b.as_mut()).poll_frame(cx).map_err(Into::into),
+            RequestBody::Shadow(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -203,6 +209,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Incoming { inner, .. } => inner.is_end_stream(),
             RequestBody::Replay(b) => b.is_end_stream(),
+            RequestBody::Shadow(b) => b.is_end_stream(),
         }
     }
 
@@ -211,6 +218,7 @@ impl Body for RequestBody {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Incoming { inner, .. } => inner.size_hint(),
             RequestBody::Replay(b) => b.size_hint(),
+            RequestBody::Shadow(b) => b.size_hint(),
         }
     }
 }
@@ -244,7 +252,7 @@ pub struct Replay {
     /// Everything read from downstream, in order (empty once `overflowed`).
     pub chunks: Vec<Chunk>,
     /// The rest of the downstream body; `None` once it has been read to the end.
-    pub rest: Option<Incoming>,
+    pub rest: Option<DownstreamBody>,
     /// The body outgrew the buffer limit: it cannot be sent again.
     pub overflowed: bool,
 }
@@ -258,7 +266,7 @@ pub struct Replay {
 pub struct ReplayBody {
     chunks: Vec<Chunk>,
     pos: usize,
-    rest: Option<Incoming>,
+    rest: Option<DownstreamBody>,
     buffered: u64,
     limit: u64,
     overflowed: bool,
@@ -270,7 +278,7 @@ pub struct ReplayBody {
 
 impl Replay {
     /// The state before the first attempt: nothing read yet.
-    pub fn first(body: Incoming) -> Self {
+    pub fn first(body: DownstreamBody) -> Self {
         Replay {
             chunks: Vec::new(),
             rest: Some(body),

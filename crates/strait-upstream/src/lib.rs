@@ -13,6 +13,7 @@ pub mod host;
 pub mod lb;
 pub mod outlier;
 pub mod pool;
+pub mod shadow;
 
 pub use body::{RequestBody, StreamCounters};
 pub use cluster::{Cluster, ClusterManager};

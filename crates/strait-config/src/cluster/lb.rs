@@ -12,6 +12,16 @@ pub enum LbPolicy {
     RoundRobin,
 }
 
+impl LbPolicy {
+    /// Whether the policy balances on the request hash (`hash_policy`); the router computes
+    /// the hash only then, as Envoy does.
+    pub fn uses_hash(&self) -> bool {
+        match self {
+            LbPolicy::RoundRobin => false,
+        }
+    }
+}
+
 /// Everything a cluster's load balancer is built from.
 #[derive(Debug, Clone)]
 pub struct LbSpec {

@@ -119,6 +119,8 @@ pub struct ClusterAction {
     /// `append_x_forwarded_host`.
     pub append_x_forwarded_host: bool,
     pub path_rewrite: Option<PathRewrite>,
+    /// Mirroring, hash policy and priority of the route.
+    pub forward: Arc<super::forward::ForwardOptions>,
 }
 
 /// `cluster_header`: the cluster is the first value of `header`; absent, empty or unknown
@@ -580,6 +582,8 @@ fn compile_route_action(
         _ => None,
     };
 
+    let first_route = ctx.vhost.routes.first().is_some_and(|f| std::ptr::eq(f, r));
+    let forward = super::forward::compile(ra, ctx.vhost, first_route, ctx.clusters, ap, errs);
     let base = |cluster: &str| ClusterAction {
         cluster: Arc::from(cluster),
         cluster_not_found_status,
@@ -593,6 +597,7 @@ fn compile_route_action(
         host_rewrite: host_rewrite.clone(),
         append_x_forwarded_host: ra.append_x_forwarded_host,
         path_rewrite: path_rewrite.clone(),
+        forward: forward.clone(),
     };
 
     match &ra.cluster_specifier {

@@ -10,6 +10,8 @@ use std::ops::Deref;
 
 pub mod action;
 pub mod compile;
+pub mod forward;
+pub mod hash;
 pub mod headers;
 pub mod matcher;
 pub mod retry;
@@ -504,6 +506,8 @@ pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'stat
         .chain(action::SUPPORTED.iter())
         .chain(headers::SUPPORTED.iter())
         .chain(retry::SUPPORTED.iter())
+        .chain(hash::SUPPORTED.iter())
+        .chain(forward::SUPPORTED.iter())
         .chain(SUPPORTED.iter())
 }
 

@@ -5,6 +5,7 @@
 //! replies in `upstream`.
 
 pub mod forwarding;
+pub mod mirror;
 pub mod mutation;
 pub mod redirect;
 pub mod request;
@@ -13,10 +14,14 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use strait_config::route::ClusterAction;
+use strait_config::route::hash::{HashInput, HashOutcome};
 use strait_upstream::Cluster;
+use strait_upstream::shadow::DownstreamBody;
 
 use crate::body::ResponseBody;
 use crate::conn::ConnInfo;
@@ -40,8 +45,52 @@ pub async fn forward(
 ) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
     let request_id = request::prepare(hcm, &mut parts, &target, conn, &mut finish);
-    match upstream::send(hcm, &target, parts, body, &mut finish).await {
-        Ok(exchange) => response::build(hcm, exchange, request_id, finish),
-        Err(failure) => upstream::failure_reply(hcm, &target, failure, request_id, finish),
+    let body_empty = body.is_end_stream();
+    let mut body = DownstreamBody::new(body);
+    if !target.action.forward.mirrors.is_empty() {
+        mirror::start(
+            hcm,
+            target.action,
+            &parts,
+            &mut body,
+            body_empty,
+            upstream::random_u64,
+        );
     }
+    let hashed = request_hash(&target, &parts, conn);
+    let lb = upstream::LbInput { hash: hashed.hash };
+    let mut response = match upstream::send(hcm, &target, parts, body, lb, &mut finish).await {
+        Ok(exchange) => response::build(hcm, exchange, request_id, finish),
+        Err(failure) => return upstream::failure_reply(hcm, &target, failure, request_id, finish),
+    };
+    if let Some(c) = hashed
+        .set_cookie
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        response.headers_mut().append(SET_COOKIE, c);
+    }
+    response
+}
+
+/// The route's `hash_policy` result, computed only when the cluster balances on a hash
+/// (Envoy asks for it from ring hash and Maglev only, so a cookie is generated only then).
+fn request_hash(target: &Target<'_>, parts: &http::request::Parts, conn: &ConnInfo) -> HashOutcome {
+    let Some(policy) = &target.action.forward.hash else {
+        return HashOutcome::default();
+    };
+    if !target.cluster.spec.lb.policy.uses_hash() {
+        return HashOutcome::default();
+    }
+    let cookie = || {
+        strait_config::route::hash::connection_cookie_value(
+            &conn.remote.to_string(),
+            &conn.local.to_string(),
+        )
+    };
+    policy.evaluate(&HashInput {
+        headers: &parts.headers,
+        path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        source_ip: Some(conn.remote.ip()),
+        connection_cookie: &cookie,
+    })
 }

@@ -17,12 +17,12 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
-use hyper::body::Incoming;
 use strait_accesslog::ResponseFlag;
 use strait_config::route::RequestView;
 use strait_config::route::matcher::{HeaderMatcher, HeaderTarget, HeaderValueMatch};
 use strait_config::route::retry::{RetryPolicy, StreamTimeouts, retry_on};
 use strait_upstream::body::{Replay, ReplayBody};
+use strait_upstream::shadow::DownstreamBody;
 use strait_upstream::{
     Cluster, Host, LbContext, RequestBody, StreamCounters, UpstreamError, UpstreamResponse,
 };
@@ -335,7 +335,7 @@ fn max_stream_duration(policy: &RetryPolicy, h: &mut HeaderMap) -> Option<Durati
 }
 
 /// A small per-worker generator for back-off jitter (SplitMix64).
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     use std::cell::Cell;
     use std::hash::BuildHasher;
     thread_local! {
@@ -698,6 +698,13 @@ impl Watch<'_> {
     }
 }
 
+/// What the router computed for load balancing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LbInput {
+    /// The route's `hash_policy` result.
+    pub hash: Option<u64>,
+}
+
 /// How one attempt ended.
 enum Outcome {
     Response(UpstreamResponse),
@@ -713,7 +720,7 @@ enum Outcome {
 enum Source {
     Empty,
     /// Streamed once, not kept (no retry possible once sent).
-    Stream(Option<Incoming>),
+    Stream(Option<DownstreamBody>),
     /// Kept for retries; `None` while an attempt holds it.
     Replay(Option<Replay>),
 }
@@ -741,7 +748,8 @@ pub async fn send(
     hcm: &HttpConnectionManager,
     target: &Target<'_>,
     mut parts: Parts,
-    body: Incoming,
+    body: DownstreamBody,
+    lb: LbInput,
     finish: &mut Finish,
 ) -> Result<Exchange, Failure> {
     let cluster = &target.cluster;
@@ -804,7 +812,7 @@ pub async fn send(
         // Host choice; a retry with `previous_hosts` avoids the hosts already tried.
         let avoid = retry.as_ref().is_some_and(|r| r.policy.previous_hosts);
         let host = cluster.choose_host(&LbContext {
-            hash: None,
+            hash: lb.hash,
             attempted: if avoid { &attempted } else { &[] },
             host_selection_retry_max_attempts: retry
                 .as_ref()

@@ -1,0 +1,193 @@
+//! Per-route options of forwarding beyond the cluster choice: request mirroring
+//! (`request_mirror_policies`), the hash policy, and the routing priority.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use envoy_api::pb::envoy::config::route::v3 as rt;
+use http::HeaderName;
+
+use super::hash::{self, HashPolicy};
+use super::matcher::RuntimeFraction;
+use crate::error::{ConfigErrors, FieldPath};
+
+pub const SUPPORTED: &[(&str, &[&str])] = &[
+    (
+        "envoy.config.route.v3.RouteAction",
+        &["request_mirror_policies", "priority"],
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        &["request_mirror_policies"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
+        &[
+            "cluster",
+            "cluster_header",
+            "runtime_fraction",
+            "disable_shadow_host_suffix_append",
+            "host_rewrite_literal",
+        ],
+    ),
+];
+
+/// Routing priority (`RoutingPriority`): which circuit-breaker thresholds apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RoutePriority {
+    #[default]
+    Default,
+    High,
+}
+
+/// What a route adds to forwarding, shared by every cluster choice of the route.
+#[derive(Debug, Default)]
+pub struct ForwardOptions {
+    pub hash: Option<Arc<HashPolicy>>,
+    pub mirrors: Box<[MirrorPolicy]>,
+    pub priority: RoutePriority,
+}
+
+/// One `request_mirror_policies` entry.
+#[derive(Debug)]
+pub struct MirrorPolicy {
+    pub cluster: MirrorCluster,
+    /// `runtime_fraction`'s default value; absent: every request is mirrored.
+    pub fraction: Option<RuntimeFraction>,
+    /// `disable_shadow_host_suffix_append`: keep the host as it is.
+    pub keep_host: bool,
+    /// `host_rewrite_literal`: the shadow's host (the `-shadow` suffix is still added unless
+    /// disabled).
+    pub host: Option<http::HeaderValue>,
+}
+
+#[derive(Debug)]
+pub enum MirrorCluster {
+    Named(Arc<str>),
+    /// `cluster_header`: the cluster named by a request header (absent/unknown: no mirror).
+    Header(HeaderName),
+}
+
+pub(crate) fn compile(
+    ra: &rt::RouteAction,
+    vhost: &rt::VirtualHost,
+    first_route: bool,
+    clusters: &HashSet<String>,
+    path: &FieldPath,
+    errs: &mut ConfigErrors,
+) -> Arc<ForwardOptions> {
+    // The route's mirror policies replace the virtual host's when it has any.
+    let mirrors = if ra.request_mirror_policies.is_empty() {
+        // The virtual host's list: errors are reported once, with the first route, under
+        // the virtual host's path (`path` is `...virtual_hosts[i].routes[j].route`).
+        let p = path.as_str();
+        let vh_path = FieldPath::root()
+            .field(p.rfind(".routes[").map_or(p, |i| &p[..i]))
+            .field("request_mirror_policies");
+        let mut vh_errs = ConfigErrors::default();
+        let m = compile_mirrors(
+            &vhost.request_mirror_policies,
+            clusters,
+            &vh_path,
+            &mut vh_errs,
+        );
+        if first_route {
+            errs.0.extend(vh_errs.0);
+        }
+        m
+    } else {
+        compile_mirrors(
+            &ra.request_mirror_policies,
+            clusters,
+            &path.field("request_mirror_policies"),
+            errs,
+        )
+    };
+    Arc::new(ForwardOptions {
+        hash: hash::compile(ra, path, errs),
+        mirrors,
+        // RoutingPriority: DEFAULT = 0, HIGH = 1.
+        priority: if ra.priority == 1 {
+            RoutePriority::High
+        } else {
+            RoutePriority::Default
+        },
+    })
+}
+
+fn compile_mirrors(
+    list: &[rt::route_action::RequestMirrorPolicy],
+    clusters: &HashSet<String>,
+    path: &FieldPath,
+    errs: &mut ConfigErrors,
+) -> Box<[MirrorPolicy]> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let p = path.index(i);
+        let cluster = match (m.cluster.is_empty(), m.cluster_header.is_empty()) {
+            (false, true) => {
+                if !clusters.contains(&m.cluster) {
+                    errs.push(
+                        p.field("cluster").to_string(),
+                        format!("route refers to undefined mirror cluster {:?}", m.cluster),
+                    );
+                    continue;
+                }
+                MirrorCluster::Named(m.cluster.as_str().into())
+            }
+            (true, false) => {
+                match HeaderName::from_bytes(m.cluster_header.to_ascii_lowercase().as_bytes()) {
+                    Ok(h) => MirrorCluster::Header(h),
+                    Err(_) => {
+                        errs.push(
+                            p.field("cluster_header").to_string(),
+                            format!("{:?} is not a valid header name", m.cluster_header),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                errs.push(
+                    p.to_string(),
+                    "Exactly one of cluster or cluster_header in request mirror policy need to be specified",
+                );
+                continue;
+            }
+        };
+        let fraction = m
+            .runtime_fraction
+            .as_ref()
+            .and_then(|rf| rf.default_value.as_ref())
+            .map(|fp| RuntimeFraction {
+                numerator: u64::from(fp.numerator),
+                // DenominatorType: HUNDRED = 0, TEN_THOUSAND = 1, MILLION = 2.
+                denominator: match fp.denominator {
+                    1 => 10_000,
+                    2 => 1_000_000,
+                    _ => 100,
+                },
+            });
+        let host = if m.host_rewrite_literal.is_empty() {
+            None
+        } else {
+            match http::HeaderValue::from_str(&m.host_rewrite_literal) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    errs.push(
+                        p.field("host_rewrite_literal").to_string(),
+                        "is not a valid header value",
+                    );
+                    continue;
+                }
+            }
+        };
+        out.push(MirrorPolicy {
+            cluster,
+            fraction,
+            keep_host: m.disable_shadow_host_suffix_append,
+            host,
+        });
+    }
+    out.into()
+}
