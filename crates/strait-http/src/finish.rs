@@ -11,6 +11,7 @@ use strait_upstream::{Cluster, Host, StreamCounters};
 
 use crate::conn::ConnInfo;
 use crate::hcm::HttpConnectionManager;
+use crate::stats::VclusterStats;
 
 /// What access logs need beyond counters; captured only when the HCM has access logs.
 #[derive(Debug, Default)]
@@ -50,6 +51,8 @@ pub struct Finish {
     pub counters: Option<Arc<StreamCounters>>,
     pub bytes_sent: u64,
     pub upstream: Option<UpstreamInfo>,
+    /// The virtual cluster the request counts under, when its virtual host has any.
+    pub vcluster: Option<Arc<VclusterStats>>,
     pub log: Option<Box<LogData>>,
     pub completed: bool,
     pub response_started: Option<Instant>,
@@ -75,6 +78,7 @@ impl Finish {
             counters: None,
             bytes_sent: 0,
             upstream: None,
+            vcluster: None,
             log,
             completed: false,
             response_started: None,
@@ -101,6 +105,10 @@ impl Finish {
             let ms = u.started.elapsed().as_millis() as u64;
             u.cluster.stats.upstream_rq_time.record(ms);
             u.cluster.stats.upstream_rq_completed.inc();
+            if let Some(vc) = &self.vcluster {
+                vc.upstream_rq_time.record(ms);
+                vc.upstream_rq_completed.inc();
+            }
             if self.status >= 500 || self.status == 0 {
                 u.host.stats.rq_error.inc();
             } else {

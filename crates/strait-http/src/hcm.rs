@@ -20,7 +20,7 @@ use crate::conn::ConnInfo;
 use crate::finish::Finish;
 use crate::local_reply::{local_reply, local_reply_with};
 use crate::router;
-use crate::stats::HcmStats;
+use crate::stats::{HcmStats, VclusterStats};
 
 /// One HTTP connection manager instance (one per listener filter chain), shared by every
 /// connection of that listener on every worker. Immutable.
@@ -28,6 +28,8 @@ pub struct HttpConnectionManager {
     pub spec: Arc<HcmSpec>,
     pub stats: HcmStats,
     pub clusters: Arc<ClusterManager>,
+    /// Virtual cluster stats per virtual host (see [`crate::stats::vcluster_stats`]).
+    pub vclusters: Vec<Box<[Arc<VclusterStats>]>>,
     pub access_logs: Vec<(Arc<AccessLogSink>, Arc<Formatter>)>,
     pub server_name: HeaderValue,
     pub via: Option<HeaderValue>,
@@ -82,6 +84,7 @@ impl HttpConnectionManager {
         };
         Ok(HttpConnectionManager {
             stats: HcmStats::new(store, &spec.stat_prefix),
+            vclusters: crate::stats::vcluster_stats(store, &spec.routes),
             spec,
             clusters,
             access_logs,
@@ -208,7 +211,17 @@ impl HttpConnectionManager {
             authority: &authority,
             scheme: "http",
         };
-        let route = table.find_vhost(host).and_then(|vh| vh.find_route(&view));
+        let selected = table
+            .find_vhost_index(host)
+            .and_then(|i| Some((i, table.vhost_at(i)?)));
+        let route = selected.and_then(|(_, vh)| vh.find_route(&view));
+        // Virtual cluster stats: the first virtual cluster the request matches, else `other`.
+        let vcluster = selected.and_then(|(i, vh)| {
+            let stats = self.vclusters.get(i)?;
+            let k = strait_config::route::vcluster::find(&vh.virtual_clusters, &view)
+                .unwrap_or(stats.len().checked_sub(1)?);
+            stats.get(k).cloned()
+        });
         let Some(route) = route else {
             s.no_route.inc();
             finish.flags.insert(ResponseFlag::NoRouteFound);
@@ -335,6 +348,10 @@ impl HttpConnectionManager {
                 };
                 let started = finish.start;
                 let cluster_name = cluster.name.clone();
+                if let Some(vc) = &vcluster {
+                    vc.upstream_rq_total.inc();
+                }
+                finish.vcluster = vcluster;
                 let target = router::Target {
                     action,
                     cluster,

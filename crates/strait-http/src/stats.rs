@@ -1,7 +1,7 @@
 //! Envoy's HTTP connection manager and router stats (`http.<stat_prefix>.*`) and listener
 //! stats (`listener.<address>.*`).
 
-use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
+use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, StatusCounters, Store};
 
 #[derive(Debug)]
 pub struct HcmStats {
@@ -106,4 +106,62 @@ impl ListenerStats {
             ),
         }
     }
+}
+
+/// A virtual cluster's stats (`vhost.<vhost>.vcluster.<name>.*`), created when the route
+/// configuration loads, codes on first use, as Envoy does.
+#[derive(Debug)]
+pub struct VclusterStats {
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_completed: Counter,
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_retry: Counter,
+    pub upstream_rq_retry_success: Counter,
+    pub upstream_rq_retry_overflow: Counter,
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    pub upstream_rq_time: Histogram,
+    pub codes: StatusCounters,
+}
+
+impl VclusterStats {
+    pub fn new(store: &Store, vhost: &str, vcluster: &str) -> Self {
+        let p = format!("vhost.{vhost}.vcluster.{vcluster}.");
+        let c = |n: &str| store.counter(&format!("{p}{n}"));
+        VclusterStats {
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_completed: c("upstream_rq_completed"),
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_rq_retry: c("upstream_rq_retry"),
+            upstream_rq_retry_success: c("upstream_rq_retry_success"),
+            upstream_rq_retry_overflow: c("upstream_rq_retry_overflow"),
+            upstream_rq_retry_limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
+            upstream_rq_time: store
+                .histogram(&format!("{p}upstream_rq_time"), HistogramUnit::Milliseconds),
+            codes: StatusCounters::new(store, &p),
+        }
+    }
+}
+
+/// Per virtual host (by index in the route table), its virtual clusters' stats followed by
+/// `other`; empty for a virtual host without virtual clusters.
+pub fn vcluster_stats(
+    store: &Store,
+    routes: &strait_config::route::RouteTable,
+) -> Vec<Box<[std::sync::Arc<VclusterStats>]>> {
+    use strait_config::route::vcluster::OTHER;
+    routes
+        .vhosts
+        .iter()
+        .map(|vh| {
+            if vh.virtual_clusters.is_empty() {
+                return Box::default();
+            }
+            vh.virtual_clusters
+                .iter()
+                .map(|vc| vc.name.as_str())
+                .chain(std::iter::once(OTHER))
+                .map(|n| std::sync::Arc::new(VclusterStats::new(store, &vh.name, n)))
+                .collect()
+        })
+        .collect()
 }

@@ -97,6 +97,7 @@ mod fmt;
 mod histogram;
 mod query;
 mod render;
+mod status;
 mod tags;
 
 use std::collections::BTreeMap;
@@ -110,6 +111,7 @@ pub use histogram::{
     SUPPORTED_QUANTILES,
 };
 pub use query::{StatKind, StatsQuery, parse_query_pairs, percent_decode, query_param};
+pub use status::StatusCounters;
 pub use tags::{ExtractedName, Tag, TagExtractor, extract_tags};
 
 use cells::{CellArena, Cells};

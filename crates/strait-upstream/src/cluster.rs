@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::{ArcSwap, Guard};
 
 use strait_config::model::{ClusterSpec, Config};
-use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
+use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, StatusCounters, Store};
 
 use crate::host::{Host, HostHealth};
 use crate::lb::{HostSnapshot, LbContext};
@@ -57,8 +57,7 @@ pub struct ClusterStats {
     rq_code: Box<[OnceLock<Counter>]>,
     /// `retry.upstream_rq_<code>`, `retry.upstream_rq_<class>xx`, `retry.upstream_rq_completed`:
     /// the responses that were retried, created on first use like Envoy's.
-    retry_code: Box<[OnceLock<Counter>]>,
-    retry_class: [OnceLock<Counter>; 5],
+    retry_codes: StatusCounters,
     retry_completed: OnceLock<Counter>,
     store: Store,
     prefix: String,
@@ -115,8 +114,7 @@ impl ClusterStats {
                 c("upstream_rq_5xx"),
             ],
             rq_code: (100..600).map(|_| OnceLock::new()).collect(),
-            retry_code: (100..600).map(|_| OnceLock::new()).collect(),
-            retry_class: Default::default(),
+            retry_codes: StatusCounters::new(store, &format!("{p}retry.")),
             retry_completed: OnceLock::new(),
             store: store.clone(),
             prefix: p,
@@ -147,30 +145,11 @@ impl ClusterStats {
     /// Envoy's router does (`retry.upstream_rq_503`, `retry.upstream_rq_5xx`,
     /// `retry.upstream_rq_completed`); `upstream_rq_<code>` only counts the final response.
     pub fn record_retried_status(&self, status: u16) {
-        let p = &self.prefix;
-        if let Some(i) = (status / 100).checked_sub(1).map(usize::from)
-            && let Some(slot) = self.retry_class.get(i)
-        {
-            slot.get_or_init(|| {
-                self.store
-                    .counter(&format!("{p}retry.upstream_rq_{}xx", i + 1))
-            })
-            .inc();
-        }
-        if let Some(slot) = status
-            .checked_sub(100)
-            .and_then(|i| self.retry_code.get(i as usize))
-        {
-            slot.get_or_init(|| {
-                self.store
-                    .counter(&format!("{p}retry.upstream_rq_{status}"))
-            })
-            .inc();
-        }
+        self.retry_codes.record(status);
         self.retry_completed
             .get_or_init(|| {
                 self.store
-                    .counter(&format!("{p}retry.upstream_rq_completed"))
+                    .counter(&format!("{}retry.upstream_rq_completed", self.prefix))
             })
             .inc();
     }

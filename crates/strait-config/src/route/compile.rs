@@ -82,6 +82,7 @@ pub fn compile_route_config(
         table.vhosts.push(VirtualHost {
             name: vh.name.clone(),
             routes,
+            virtual_clusters: super::vcluster::compile(vh, &vp, errs),
         });
     }
     // Longest wildcard first; equal lengths keep config order (stable sort).

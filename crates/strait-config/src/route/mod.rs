@@ -15,6 +15,7 @@ pub mod hash;
 pub mod headers;
 pub mod matcher;
 pub mod retry;
+pub mod vcluster;
 
 pub use action::{ClusterAction, RouteAction};
 pub use matcher::{PathMatcher, RequestRandom, RouteMatcher};
@@ -176,7 +177,11 @@ impl RouteTable {
     /// `*`. `host` must already be lowercase; with `ignore_port_in_host_matching` its port
     /// is dropped first.
     pub fn find_vhost(&self, host: &str) -> Option<SelectedVhost<'_>> {
-        let i = self.find_vhost_index(host)?;
+        self.vhost_at(self.find_vhost_index(host)?)
+    }
+
+    /// The virtual host at index `i` of `vhosts`, with its route index.
+    pub fn vhost_at(&self, i: usize) -> Option<SelectedVhost<'_>> {
         let vhost = self.vhosts.get(i)?;
         Some(SelectedVhost {
             vhost,
@@ -281,6 +286,8 @@ impl Deref for SelectedVhost<'_> {
 pub struct VirtualHost {
     pub name: String,
     pub routes: Vec<Route>,
+    /// `virtual_clusters` (empty: no virtual cluster stats for this virtual host).
+    pub virtual_clusters: Box<[vcluster::VirtualCluster]>,
 }
 
 impl VirtualHost {
@@ -508,6 +515,7 @@ pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'stat
         .chain(retry::SUPPORTED.iter())
         .chain(hash::SUPPORTED.iter())
         .chain(forward::SUPPORTED.iter())
+        .chain(vcluster::SUPPORTED.iter())
         .chain(SUPPORTED.iter())
 }
 

@@ -12,6 +12,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use crate::stats::VclusterStats;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -404,6 +405,8 @@ struct RetryState<'a> {
     armed: bool,
     /// Some attempt put request bytes on the wire (for `reset-before-request`).
     request_started: bool,
+    /// The request's virtual cluster, which counts retries too.
+    vcluster: Option<Arc<VclusterStats>>,
 }
 
 impl<'a> RetryState<'a> {
@@ -504,6 +507,7 @@ impl<'a> RetryState<'a> {
             backoff: Backoff::new(policy.base_interval, policy.max_interval),
             armed: false,
             request_started: false,
+            vcluster: None,
         })
     }
 
@@ -595,24 +599,29 @@ impl<'a> RetryState<'a> {
         let success = self.armed && !would_retry;
         self.release();
         let stats = &self.cluster.stats;
+        let vc = self.vcluster.as_deref();
         if success {
             // A retry happened earlier and this outcome is not retried: a "success".
             stats.upstream_rq_retry_success.inc();
+            vc.inspect(|v| v.upstream_rq_retry_success.inc());
         }
         if !would_retry {
             return RetryStatus::No;
         }
         if self.remaining == 0 {
             stats.upstream_rq_retry_limit_exceeded.inc();
+            vc.inspect(|v| v.upstream_rq_retry_limit_exceeded.inc());
             return RetryStatus::LimitExceeded;
         }
         self.remaining -= 1;
         if !self.cluster.try_start_retry() {
             stats.upstream_rq_retry_overflow.inc();
+            vc.inspect(|v| v.upstream_rq_retry_overflow.inc());
             return RetryStatus::Overflow;
         }
         self.armed = true;
         stats.upstream_rq_retry.inc();
+        vc.inspect(|v| v.upstream_rq_retry.inc());
         stats.upstream_rq_retry_backoff_exponential.inc();
         RetryStatus::Yes(self.backoff.next())
     }
@@ -763,6 +772,9 @@ pub async fn send(
         &parts.method,
         &parts.uri,
     );
+    if let Some(r) = retry.as_mut() {
+        r.vcluster = finish.vcluster.clone();
+    }
     let max_duration = if policy.stream == StreamTimeouts::default() {
         None
     } else {
@@ -951,6 +963,9 @@ pub async fn send(
             return match outcome {
                 Outcome::Response(mut response) => {
                     cluster.stats.record_status(response.status().as_u16());
+                    if let Some(vc) = &finish.vcluster {
+                        vc.codes.record(response.status().as_u16());
+                    }
                     if policy.include_attempt_count_in_response {
                         response
                             .headers_mut()
@@ -974,9 +989,14 @@ pub async fn send(
                     },
                     attempt,
                 ),
-                Outcome::Stop(stop) => stopped(
-                    stop, cluster, &host, &counters, &plan, attempt, true, policy,
-                ),
+                Outcome::Stop(stop) => {
+                    if let (Stop::Global, Some(vc)) = (&stop, &finish.vcluster) {
+                        vc.upstream_rq_timeout.inc();
+                    }
+                    stopped(
+                        stop, cluster, &host, &counters, &plan, attempt, true, policy,
+                    )
+                }
             };
         }
 
