@@ -85,6 +85,11 @@ impl Finish {
         }
     }
 
+    /// The connection manager's stats.
+    pub fn hcm_stats(&self) -> &crate::stats::HcmStats {
+        &self.hcm.stats
+    }
+
     /// Response headers are going out with `status`.
     pub fn on_response_headers(&mut self, status: u16, headers: &HeaderMap) {
         self.status = status;

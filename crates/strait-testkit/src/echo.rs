@@ -8,6 +8,7 @@
 //! * `/status/<code>`: answer with that status (still with the JSON body).
 //! * `/delay/<ms>`: wait `ms` milliseconds, then answer as usual.
 //! * `/bytes/<n>`: answer with `n` bytes (`content-length: n`), streamed in 16 KiB chunks.
+//! * `/drip/<n>/<ms>`: answer at once, then `n` chunks of `ab\n`, `ms` milliseconds apart.
 //! * `/close`: close the connection (HTTP/1) or reset the stream (HTTP/2) without answering.
 //! * `/headers?k=v&k2=v2`: add the query pairs as response headers (percent-decoded).
 
@@ -286,6 +287,13 @@ async fn handle(
     } else if let Some(n) = uri_path.strip_prefix("/bytes/") {
         let n = n.parse::<u64>().unwrap_or(0);
         return Ok(bytes_response(&name, n));
+    } else if let Some(rest) = uri_path.strip_prefix("/drip/") {
+        let (n, ms) = rest.split_once('/').unwrap_or((rest, "0"));
+        return Ok(drip_response(
+            &name,
+            n.parse().unwrap_or(0),
+            Duration::from_millis(ms.parse().unwrap_or(0)),
+        ));
     } else if (uri_path == "/headers" || uri_path.starts_with("/headers/"))
         && let Some(q) = parts.uri.query()
     {
@@ -344,6 +352,27 @@ fn bytes_response(name: &str, n: u64) -> Response<EchoBody> {
     );
     if let Ok(v) = HeaderValue::from_str(name) {
         h.insert("x-echo-name", v);
+    }
+    resp
+}
+
+/// `n` chunks of "ab\n" (chunked, no length), the first at once, each next after `gap`.
+fn drip_response(name: &str, n: u64, gap: Duration) -> Response<EchoBody> {
+    let s = stream::unfold(0u64, move |i| async move {
+        if i == n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ab\n"))),
+            i + 1,
+        ))
+    });
+    let mut resp = Response::new(StreamBody::new(s).boxed_unsync());
+    if let Ok(v) = HeaderValue::from_str(name) {
+        resp.headers_mut().insert("x-echo-name", v);
     }
     resp
 }

@@ -37,7 +37,7 @@ pub fn build(
     finish.on_response_headers(status, &parts.headers);
     // hyper picks the downstream version; the upstream's must not leak through.
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, ResponseBody::upstream(body, finish))
+    Response::from_parts(parts, ResponseBody::upstream(body, finish, exchange.timers))
 }
 
 /// Applies a route's response header mutations to a response that is about to go

@@ -92,6 +92,8 @@ fn is_internal_request(_h: &HeaderMap) -> bool {
 pub struct Exchange {
     pub response: UpstreamResponse,
     pub started: Instant,
+    /// The timers that keep running while the response body streams.
+    pub timers: crate::body::ResponseTimers,
 }
 
 /// Why there is no upstream response, and what the local reply needs to say it.
@@ -971,7 +973,18 @@ pub async fn send(
                             .headers_mut()
                             .insert(&X_ENVOY_ATTEMPT_COUNT, number_value(u64::from(attempt)));
                     }
-                    Ok(Exchange { response, started })
+                    let timers = crate::body::ResponseTimers {
+                        global_at: plan
+                            .global
+                            .and_then(|g| Some(counters.request_done_at()? + g)),
+                        idle: watch.idle,
+                        max_at: watch.max_at,
+                    };
+                    Ok(Exchange {
+                        response,
+                        started,
+                        timers,
+                    })
                 }
                 Outcome::Error(error) => fail(
                     FailureKind::Upstream {
