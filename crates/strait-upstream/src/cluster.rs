@@ -197,7 +197,7 @@ impl Cluster {
             .iter()
             .map(|e| Arc::new(Host::new(e, e.address, store)))
             .collect();
-        let snapshot = HostSnapshot::build(hosts, &spec.lb, slots);
+        let snapshot = HostSnapshot::build(hosts, &spec, slots);
         let c = Cluster {
             name: Arc::from(spec.name.as_str()),
             spec,
@@ -223,7 +223,7 @@ impl Cluster {
     /// Replaces the host set (discovery found new membership). Hosts that stay should be
     /// passed as the same `Arc`s so their stats and health carry over.
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
-        let snap = HostSnapshot::build(hosts, &self.spec.lb, self.slots);
+        let snap = HostSnapshot::build(hosts, &self.spec, self.slots);
         self.publish_membership_stats(&snap);
         self.snapshot.store(Arc::new(snap));
     }
