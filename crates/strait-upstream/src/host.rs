@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use strait_config::model::{EdsHealthStatus, EndpointMetadata, EndpointSpec, LocalitySpec};
+use strait_config::model::{EndpointMetadata, EndpointSpec, LocalitySpec};
 use strait_stats::{Counter, Gauge, Store};
 
 static NEXT_HOST_ID: AtomicU64 = AtomicU64::new(1);
@@ -94,8 +94,6 @@ pub struct Host {
     pub metadata: Arc<EndpointMetadata>,
     /// `envoy.lb` `canary: true` (shown by `/clusters`).
     pub canary: bool,
-    /// The EDS `health_status` the host was built with (shown by `/clusters?format=json`).
-    pub eds_health: EdsHealthStatus,
     pub stats: HostStats,
     /// [`health_flag`] bits, written by health checking, outlier detection and discovery
     /// (off the workers); a change is published by rebuilding the cluster's snapshot.
@@ -119,7 +117,6 @@ impl Host {
                 e.metadata.lb_value("canary"),
                 Some(strait_config::model::MetadataValue::Bool(true))
             ),
-            eds_health: e.health_status,
             // Host stats are shown by /clusters, not /stats: kept out of the store.
             stats: HostStats {
                 cx_total: store.unlisted_counter("cx_total"),

@@ -57,17 +57,6 @@ impl EdsHealthStatus {
             _ => EdsHealthStatus::Unknown,
         }
     }
-
-    /// The name `/clusters?format=json` prints (`UNKNOWN` shows as `HEALTHY`, as in Envoy).
-    pub fn admin_name(self) -> &'static str {
-        match self {
-            EdsHealthStatus::Unknown | EdsHealthStatus::Healthy => "HEALTHY",
-            EdsHealthStatus::Unhealthy => "UNHEALTHY",
-            EdsHealthStatus::Draining => "DRAINING",
-            EdsHealthStatus::Timeout => "TIMEOUT",
-            EdsHealthStatus::Degraded => "DEGRADED",
-        }
-    }
 }
 
 /// Fields of priority and locality messages Strait implements (chained into the supported
@@ -149,7 +138,5 @@ mod tests {
     fn eds_status_names() {
         assert_eq!(EdsHealthStatus::from_proto(0), EdsHealthStatus::Unknown);
         assert_eq!(EdsHealthStatus::from_proto(3), EdsHealthStatus::Draining);
-        assert_eq!(EdsHealthStatus::Unknown.admin_name(), "HEALTHY");
-        assert_eq!(EdsHealthStatus::Timeout.admin_name(), "TIMEOUT");
     }
 }
