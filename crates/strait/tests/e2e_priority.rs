@@ -38,7 +38,13 @@ fn cluster_with(localities: Vec<Value>, common_lb: Option<Value>) -> Value {
 fn bootstrap_for(admin: u16, listen: u16, cluster: &Value) -> Value {
     bootstrap(
         admin,
-        vec![listener("main", listen, "ingress", vec![route("/", "c", None)], vec![])],
+        vec![listener(
+            "main",
+            listen,
+            "ingress",
+            vec![route("/", "c", None)],
+            vec![],
+        )],
         vec![cluster.clone()],
     )
 }
@@ -232,10 +238,18 @@ fn partial_p0_health_spills_to_p1() {
     let n = 600;
     let check = |who: &str, got: &HashMap<String, usize>| {
         let to_p1 = got.get("p1-0").copied().unwrap_or(0);
-        let healthy_p0 = got.get("p0-0").copied().unwrap_or(0) + got.get("p0-1").copied().unwrap_or(0);
-        assert_eq!(to_p1 + healthy_p0, n, "{who}: unhealthy hosts got traffic: {got:?}");
+        let healthy_p0 =
+            got.get("p0-0").copied().unwrap_or(0) + got.get("p0-1").copied().unwrap_or(0);
+        assert_eq!(
+            to_p1 + healthy_p0,
+            n,
+            "{who}: unhealthy hosts got traffic: {got:?}"
+        );
         // Expected 264 (44%); sd = sqrt(600 x 0.44 x 0.56) = 12.2.
-        assert!((215..=313).contains(&to_p1), "{who}: {to_p1} of {n} to P1: {got:?}");
+        assert!(
+            (215..=313).contains(&to_p1),
+            "{who}: {to_p1} of {n} to P1: {got:?}"
+        );
     };
     let dir = TestDir::new("prio-spill");
     let strait = start(&dir, &c);
@@ -314,12 +328,12 @@ fn clusters_output_matches_envoy() {
     let c = cluster_with(
         vec![
             json!({"locality": {"region": "r1", "zone": "z1", "sub_zone": "s1"}, "load_balancing_weight": 3,
-                   "lb_endpoints": [
-                       {"endpoint": {"address": socket_address(p), "hostname": "h1"},
-                        "metadata": {"filter_metadata": {"envoy.lb": {"canary": true, "version": "v1"}}}},
-                       endpoint(ports[0], Some("DEGRADED")),
-                       {"endpoint": {"address": socket_address(ports[1])}, "health_status": "UNHEALTHY", "load_balancing_weight": 5},
-                   ]}),
+            "lb_endpoints": [
+                {"endpoint": {"address": socket_address(p), "hostname": "h1"},
+                 "metadata": {"filter_metadata": {"envoy.lb": {"canary": true, "version": "v1"}}}},
+                endpoint(ports[0], Some("DEGRADED")),
+                {"endpoint": {"address": socket_address(ports[1])}, "health_status": "UNHEALTHY", "load_balancing_weight": 5},
+            ]}),
             json!({"locality": {"region": "r1", "zone": "z2"}, "load_balancing_weight": 1,
                    "lb_endpoints": [endpoint(ports[2], Some("DRAINING")), endpoint(ports[3], Some("TIMEOUT"))]}),
             json!({"priority": 2, "lb_endpoints": [endpoint(ports[4], Some("UNKNOWN"))]}),
@@ -334,18 +348,27 @@ fn clusters_output_matches_envoy() {
     // Hosts are listed priority by priority.
     let order: Vec<&str> = text
         .lines()
-        .filter(|l| l.ends_with("::priority::0") || l.ends_with("::priority::1") || l.ends_with("::priority::2"))
+        .filter(|l| {
+            l.ends_with("::priority::0")
+                || l.ends_with("::priority::1")
+                || l.ends_with("::priority::2")
+        })
         .map(|l| l.rsplit("::").next().unwrap_or(""))
         .collect();
     assert_eq!(order, ["0", "0", "0", "0", "0", "1", "2"], "{text}");
-    assert!(text.contains(&format!("c::127.0.0.1:{p}::canary::true\n")), "{text}");
+    assert!(
+        text.contains(&format!("c::127.0.0.1:{p}::canary::true\n")),
+        "{text}"
+    );
     let json = strait.admin_get("/clusters?format=json").json();
     let Some(envoy) = Envoy::start(&dir, &c) else {
         return;
     };
     let etext = http_get(envoy.admin, "/clusters").unwrap().body_str();
     assert_eq!(text, etext, "strait vs Envoy /clusters");
-    let ejson = http_get(envoy.admin, "/clusters?format=json").unwrap().json();
+    let ejson = http_get(envoy.admin, "/clusters?format=json")
+        .unwrap()
+        .json();
     assert_eq!(json, ejson, "strait vs Envoy /clusters?format=json");
 }
 
@@ -365,11 +388,12 @@ fn route_metadata_match_selects_a_subset() {
         ]})],
         None,
     );
-    c["lb_subset_config"] = json!({"subset_selectors": [{"keys": ["version"]}], "fallback_policy": "NO_FALLBACK"});
+    c["lb_subset_config"] =
+        json!({"subset_selectors": [{"keys": ["version"]}], "fallback_policy": "NO_FALLBACK"});
     let (admin, listen) = (port(), port());
     let mut b = bootstrap_for(admin, listen, &c);
-    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ["route_config"]["virtual_hosts"][0]["routes"] = json!([
+    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        ["virtual_hosts"][0]["routes"] = json!([
         {"match": {"prefix": "/v2"}, "route": {"cluster": "c",
             "metadata_match": {"filter_metadata": {"envoy.lb": {"version": "v2"}}}}},
         {"match": {"prefix": "/none"}, "route": {"cluster": "c",

@@ -12,13 +12,14 @@ mod balancer;
 mod locality;
 mod priority;
 mod round_robin;
+mod stats;
 mod subset;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
-use strait_config::model::{ClusterSpec, MetadataMatch};
+use strait_config::model::{ClusterSpec, MetadataMatch, MetadataValue};
 
 use crate::host::{Host, HostHealth};
 pub use balancer::Balancer;
@@ -26,6 +27,7 @@ pub use locality::{effective_locality_weight, weighted_schedule};
 pub use priority::{LevelHealth, PriorityLoad, choose_priority, priority_load};
 use priority::{LocalityWeights, PrioritySet};
 pub use round_robin::RoundRobin;
+pub use stats::LbStats;
 use subset::SubsetLb;
 pub use subset::SubsetPick;
 
@@ -56,6 +58,8 @@ pub struct HostSnapshot {
     /// Some priority level of the cluster is in panic (balancing over all its hosts).
     pub panic: bool,
     lb: Layer,
+    /// Where picks are counted (`lb_healthy_panic`, `lb_subsets_*`).
+    stats: Option<Arc<LbStats>>,
 }
 
 #[derive(Debug)]
@@ -106,7 +110,14 @@ impl HostSnapshot {
             hosts,
             panic,
             lb,
+            stats: None,
         }
+    }
+
+    /// Counts this snapshot's picks in `stats` (the cluster's, shared by its snapshots).
+    pub fn with_stats(mut self, stats: Arc<LbStats>) -> HostSnapshot {
+        self.stats = Some(stats);
+        self
     }
 
     /// The cluster's priority loads and panic flags (`None` with subset load balancing, where
@@ -126,11 +137,19 @@ impl HostSnapshot {
         }
     }
 
+    /// The (key, value) pairs of every subset built.
+    pub fn subset_keys(&self) -> Vec<&[(String, MetadataValue)]> {
+        match &self.lb {
+            Layer::Subset(s) => s.keys(),
+            Layer::Priority(_) => Vec::new(),
+        }
+    }
+
     /// One pick, and what subset load balancing did for it.
     pub fn choose_once(&self, ctx: &LbContext<'_>) -> (Option<&Arc<Host>>, SubsetPick) {
         match &self.lb {
-            Layer::Priority(p) => (p.choose(ctx), SubsetPick::Other),
-            Layer::Subset(s) => s.choose(ctx),
+            Layer::Priority(p) => (p.choose(ctx, self.stats.as_deref()), SubsetPick::Other),
+            Layer::Subset(s) => s.choose(ctx, self.stats.as_deref()),
         }
     }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use strait_config::model::{CommonLbSpec, LbPolicy, LocalitySpec};
 
-use super::LbContext;
 use super::locality::{LocalityPicker, Pool, effective_locality_weight, random};
+use super::{LbContext, LbStats};
 use crate::host::{Host, HostHealth};
 
 /// Host counts of one priority level, what the load arithmetic reads.
@@ -247,11 +247,14 @@ impl PrioritySet {
 
     /// Picks a host: a level by the request hash (or a random number), then the level's
     /// hosts (all of them in panic), by locality first when localities are weighted.
-    pub fn choose(&self, ctx: &LbContext<'_>) -> Option<&Arc<Host>> {
+    pub fn choose(&self, ctx: &LbContext<'_>, stats: Option<&LbStats>) -> Option<&Arc<Host>> {
         let hash = ctx.hash.unwrap_or_else(random);
         let (p, degraded) = choose_priority(hash, &self.load);
         let level = self.levels.get(p)?;
         if self.load.panic.get(p).copied().unwrap_or(false) {
+            if let Some(s) = stats {
+                s.lb_healthy_panic.inc();
+            }
             return level.all.choose(ctx);
         }
         let (localities, pool) = if degraded {

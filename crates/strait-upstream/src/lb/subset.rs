@@ -14,8 +14,8 @@ use strait_config::model::{
     SubsetSpec,
 };
 
-use super::LbContext;
 use super::priority::{LocalityWeights, PrioritySet};
+use super::{LbContext, LbStats};
 use crate::host::Host;
 
 type Kvs = Vec<(String, MetadataValue)>;
@@ -163,8 +163,26 @@ impl SubsetLb {
     }
 
     /// Picks a host for a request (its `metadata_match`, if any, in `ctx`).
-    pub fn choose(&self, ctx: &LbContext<'_>) -> (Option<&Arc<Host>>, SubsetPick) {
-        self.choose_filtered(ctx, ctx.metadata_match, None)
+    pub fn choose(
+        &self,
+        ctx: &LbContext<'_>,
+        stats: Option<&LbStats>,
+    ) -> (Option<&Arc<Host>>, SubsetPick) {
+        let (h, pick) = self.choose_filtered(ctx, ctx.metadata_match, None, stats);
+        if let Some(s) = stats {
+            match pick {
+                SubsetPick::Selected => s.lb_subsets_selected.inc(),
+                SubsetPick::Fallback => s.lb_subsets_fallback.inc(),
+                SubsetPick::FallbackPanic => s.lb_subsets_fallback_panic.inc(),
+                SubsetPick::Other => {}
+            }
+        }
+        (h, pick)
+    }
+
+    /// The (key, value) pairs of every subset built.
+    pub fn keys(&self) -> Vec<&[(String, MetadataValue)]> {
+        self.subsets.iter().map(|s| s.kvs.as_slice()).collect()
     }
 
     /// One round of Envoy's subset selection with the request's criteria restricted to
@@ -174,6 +192,7 @@ impl SubsetLb {
         ctx: &LbContext<'_>,
         criteria: Option<&MetadataMatch>,
         keys: Option<&[String]>,
+        stats: Option<&LbStats>,
     ) -> (Option<&Arc<Host>>, SubsetPick) {
         if let Some(m) = criteria.filter(|m| !m.is_empty()) {
             let pairs = || {
@@ -182,7 +201,7 @@ impl SubsetLb {
                     .filter(move |(k, _)| keys.is_none_or(|ks| ks.contains(k)))
             };
             if let Some(s) = self.find(pairs) {
-                return (s.lb.choose(ctx), SubsetPick::Selected);
+                return (s.lb.choose(ctx, stats), SubsetPick::Selected);
             }
             let fallback = self
                 .selector_fallbacks
@@ -194,18 +213,18 @@ impl SubsetLb {
                 Some(SelectorFallback::NoFallback) => return (None, SubsetPick::Other),
                 Some(SelectorFallback::AnyEndpoint) => {
                     return (
-                        self.any.as_ref().and_then(|a| a.choose(ctx)),
+                        self.any.as_ref().and_then(|a| a.choose(ctx, stats)),
                         SubsetPick::Other,
                     );
                 }
                 Some(SelectorFallback::DefaultSubset) => {
                     return (
-                        self.default.as_ref().and_then(|d| d.choose(ctx)),
+                        self.default.as_ref().and_then(|d| d.choose(ctx, stats)),
                         SubsetPick::Other,
                     );
                 }
                 Some(SelectorFallback::KeysSubset(fk)) => {
-                    return self.choose_filtered(ctx, criteria, Some(fk));
+                    return self.choose_filtered(ctx, criteria, Some(fk), stats);
                 }
             }
         }
@@ -214,11 +233,11 @@ impl SubsetLb {
             SubsetFallback::AnyEndpoint => self.any.as_ref(),
             SubsetFallback::DefaultSubset => self.default.as_ref(),
         };
-        if let Some(h) = fallback.and_then(|f| f.choose(ctx)) {
+        if let Some(h) = fallback.and_then(|f| f.choose(ctx, stats)) {
             return (Some(h), SubsetPick::Fallback);
         }
         if self.panic_mode_any
-            && let Some(h) = self.any.as_ref().and_then(|a| a.choose(ctx))
+            && let Some(h) = self.any.as_ref().and_then(|a| a.choose(ctx, stats))
         {
             return (Some(h), SubsetPick::FallbackPanic);
         }

@@ -532,3 +532,78 @@ impl WithPriority for Ep<'_> {
         self
     }
 }
+
+#[test]
+fn cluster_counts_lb_stats() {
+    use crate::Cluster;
+    let store = Store::new(1);
+    let mut spec = ClusterSpec::static_http1("s", &[]);
+    let md = |v: &str| {
+        Arc::new(EndpointMetadata {
+            filter_metadata: vec![(
+                "envoy.lb".into(),
+                vec![("version".into(), MetadataValue::string(v))],
+            )],
+        })
+    };
+    for (port, v, status) in [
+        (1, "v1", EdsHealthStatus::Healthy),
+        (2, "v2", EdsHealthStatus::Unhealthy),
+        (3, "v2", EdsHealthStatus::Draining),
+    ] {
+        spec.endpoints.push(EndpointSpec {
+            address: ([127, 0, 0, 1], port).into(),
+            weight: 1,
+            hostname: String::new(),
+            priority: 0,
+            locality: Arc::default(),
+            locality_weight: 0,
+            health_status: status,
+            metadata: md(v),
+        });
+    }
+    let mut s = subset_spec(
+        vec![selector(&["version"], SelectorFallback::NotDefined)],
+        SubsetFallback::AnyEndpoint,
+    );
+    s.panic_mode_any = true;
+    spec.subset = Some(Arc::new(s));
+    let c = Cluster::new(Arc::new(spec), &store, 1);
+    let stat = |n: &str| store.counter(&format!("cluster.s.{n}")).value();
+    let gauge = |n: &str| store.gauge(&format!("cluster.s.{n}")).value();
+    assert_eq!(
+        (gauge("lb_subsets_active"), stat("lb_subsets_created")),
+        (2, 2)
+    );
+    assert_eq!(gauge("membership_excluded"), 1);
+    let v1 = criteria(&[("version", "v1")]);
+    let v2 = criteria(&[("version", "v2")]);
+    for m in [Some(&v1), Some(&v2), None] {
+        let ctx = LbContext {
+            metadata_match: m,
+            ..Default::default()
+        };
+        assert!(c.choose_host(&ctx).is_some());
+    }
+    // v1 and v2 selected (v2's subset has no healthy host: panic), no criteria fell back.
+    assert_eq!(stat("lb_subsets_selected"), 2);
+    assert_eq!(stat("lb_subsets_fallback"), 1);
+    assert_eq!(stat("lb_healthy_panic"), 1);
+    // Membership unchanged on refresh: no subset created or removed.
+    c.refresh();
+    assert_eq!(
+        (stat("lb_subsets_created"), stat("lb_subsets_removed")),
+        (2, 0)
+    );
+    c.set_hosts(
+        c.hosts()
+            .into_iter()
+            .filter(|h| h.address.port() == 1)
+            .collect(),
+    );
+    assert_eq!(
+        (gauge("lb_subsets_active"), stat("lb_subsets_removed")),
+        (1, 1)
+    );
+    assert_eq!(gauge("membership_excluded"), 0);
+}
