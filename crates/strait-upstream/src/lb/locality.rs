@@ -16,7 +16,8 @@ use crate::host::Host;
 #[derive(Debug)]
 pub(crate) struct Pool {
     pub hosts: Vec<Arc<Host>>,
-    balancer: Balancer,
+    /// `None` without hosts (no per-worker state is kept for empty sources).
+    balancer: Option<Balancer>,
 }
 
 impl Pool {
@@ -25,15 +26,13 @@ impl Pool {
         policy: &strait_config::model::LbPolicy,
         slots: usize,
     ) -> Pool {
-        let balancer = Balancer::build(policy, &hosts, slots);
+        let balancer = (!hosts.is_empty()).then(|| Balancer::build(policy, &hosts, slots));
         Pool { hosts, balancer }
     }
 
     pub fn choose(&self, ctx: &LbContext<'_>) -> Option<&Arc<Host>> {
-        if self.hosts.is_empty() {
-            return None;
-        }
-        self.hosts.get(self.balancer.choose(&self.hosts, ctx)?)
+        self.hosts
+            .get(self.balancer.as_ref()?.choose(&self.hosts, ctx)?)
     }
 }
 
