@@ -41,8 +41,11 @@ fn health_status_json(h: &Host) -> serde_json::Value {
             v.insert(name.into(), json!(true));
         }
     }
+    // From the flags, as Envoy does: TIMEOUT shows as UNHEALTHY, UNKNOWN as HEALTHY.
     let eds = if f & health_flag::FAILED_EDS_HEALTH != 0 {
         "UNHEALTHY"
+    } else if f & health_flag::EDS_STATUS_DRAINING != 0 {
+        "DRAINING"
     } else if f & health_flag::DEGRADED_EDS_HEALTH != 0 {
         "DEGRADED"
     } else {
@@ -90,7 +93,7 @@ pub fn render_text(cm: &ClusterManager) -> String {
             let _ = writeln!(out, "{n}::{a}::region::{}", l.region);
             let _ = writeln!(out, "{n}::{a}::zone::{}", l.zone);
             let _ = writeln!(out, "{n}::{a}::sub_zone::{}", l.sub_zone);
-            let _ = writeln!(out, "{n}::{a}::canary::false");
+            let _ = writeln!(out, "{n}::{a}::canary::{}", h.canary);
             let _ = writeln!(out, "{n}::{a}::priority::{}", h.priority);
             let _ = writeln!(out, "{n}::{a}::success_rate::-1");
             let _ = writeln!(out, "{n}::{a}::local_origin_success_rate::-1");
@@ -109,24 +112,33 @@ pub fn render_json(cm: &ClusterManager) -> String {
                 .iter()
                 .map(|h| {
                     let s = &h.stats;
-                    json!({
+                    let mut v = json!({
                         "address": {"socket_address": {"address": h.address.ip().to_string(), "port_value": h.address.port()}},
                         "stats": [
-                            {"name": "cx_connect_fail", "value": s.cx_connect_fail.value().to_string()},
-                            {"name": "cx_total", "value": s.cx_total.value().to_string()},
-                            {"name": "rq_error", "value": s.rq_error.value().to_string()},
-                            {"name": "rq_success", "value": s.rq_success.value().to_string()},
-                            {"name": "rq_timeout", "value": s.rq_timeout.value().to_string()},
-                            {"name": "rq_total", "value": s.rq_total.value().to_string()},
-                            {"type": "GAUGE", "name": "cx_active", "value": s.cx_active.value().to_string()},
-                            {"type": "GAUGE", "name": "rq_active", "value": s.rq_active.value().to_string()},
+                            stat_json(None, "cx_connect_fail", s.cx_connect_fail.value()),
+                            stat_json(None, "cx_total", s.cx_total.value()),
+                            stat_json(None, "rq_error", s.rq_error.value()),
+                            stat_json(None, "rq_success", s.rq_success.value()),
+                            stat_json(None, "rq_timeout", s.rq_timeout.value()),
+                            stat_json(None, "rq_total", s.rq_total.value()),
+                            stat_json(Some("GAUGE"), "cx_active", s.cx_active.value().max(0) as u64),
+                            stat_json(Some("GAUGE"), "rq_active", s.rq_active.value().max(0) as u64),
+                            stat_json(Some("GAUGE"), "rq_pending_active", 0),
                         ],
                         "health_status": health_status_json(h),
                         "weight": h.weight,
-                        "hostname": h.hostname,
                         "locality": locality_json(&h.locality),
-                        "priority": h.priority,
-                    })
+                    });
+                    // Proto3 JSON leaves default values out: an empty hostname, priority 0.
+                    if let Some(m) = v.as_object_mut() {
+                        if !h.hostname.is_empty() {
+                            m.insert("hostname".into(), json!(h.hostname));
+                        }
+                        if h.priority != 0 {
+                            m.insert("priority".into(), json!(h.priority));
+                        }
+                    }
+                    v
                 })
                 .collect();
             json!({
@@ -150,6 +162,19 @@ fn thresholds_json(priority: Option<&str>, t: &Thresholds) -> serde_json::Value 
     }
     for (k, n) in thresholds(t) {
         v.insert(k.into(), json!(n));
+    }
+    serde_json::Value::Object(v)
+}
+
+/// One host stat as Envoy's JSON shows it: a zero value is left out (proto3 default).
+fn stat_json(kind: Option<&str>, name: &str, value: u64) -> serde_json::Value {
+    let mut v = serde_json::Map::new();
+    if let Some(k) = kind {
+        v.insert("type".into(), json!(k));
+    }
+    v.insert("name".into(), json!(name));
+    if value != 0 {
+        v.insert("value".into(), json!(value.to_string()));
     }
     serde_json::Value::Object(v)
 }

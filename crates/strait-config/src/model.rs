@@ -11,7 +11,12 @@ pub use crate::cluster::circuit::{CircuitBreakersSpec, Thresholds};
 pub use crate::cluster::discovery::DiscoverySpec;
 pub use crate::cluster::health::HealthCheckSpec;
 pub use crate::cluster::lb::{LbPolicy, LbSpec};
+pub use crate::cluster::locality::{CommonLbSpec, EdsHealthStatus};
 pub use crate::cluster::outlier::OutlierSpec;
+pub use crate::cluster::subset::{
+    EndpointMetadata, MetadataMatch, MetadataValue, SelectorFallback, SubsetFallback,
+    SubsetSelector, SubsetSpec,
+};
 pub use crate::route::{ClusterAction, PathMatcher, Route, RouteAction, RouteTable, VirtualHost};
 
 /// A whole validated bootstrap, compiled.
@@ -114,6 +119,11 @@ pub struct ClusterSpec {
     pub connect_timeout: Duration,
     pub discovery: DiscoverySpec,
     pub lb: LbSpec,
+    /// Priority levels, panic threshold, locality weighting (`common_lb_config`,
+    /// `load_assignment.policy`).
+    pub common_lb: CommonLbSpec,
+    /// `lb_subset_config` with at least one selector.
+    pub subset: Option<Arc<SubsetSpec>>,
     pub health_checks: Vec<HealthCheckSpec>,
     pub outlier: Option<OutlierSpec>,
     pub circuit_breakers: CircuitBreakersSpec,
@@ -133,6 +143,13 @@ pub struct EndpointSpec {
     /// Priority level of the endpoint's `LocalityLbEndpoints` (0 is the highest).
     pub priority: u32,
     pub locality: Arc<LocalitySpec>,
+    /// The `load_balancing_weight` of the endpoint's `LocalityLbEndpoints` (0 when unset:
+    /// such a locality gets no traffic under locality weighted load balancing).
+    pub locality_weight: u32,
+    /// `health_status` from EDS or the static `load_assignment`.
+    pub health_status: EdsHealthStatus,
+    /// The endpoint's `metadata` (`envoy.lb` places it in subsets).
+    pub metadata: Arc<EndpointMetadata>,
 }
 
 /// Where an endpoint runs (`region`/`zone`/`sub_zone`); shared by the endpoints of one
@@ -166,6 +183,8 @@ impl ClusterSpec {
             connect_timeout: Duration::from_secs(5),
             discovery: DiscoverySpec::Static,
             lb: LbSpec::default(),
+            common_lb: CommonLbSpec::default(),
+            subset: None,
             health_checks: Vec::new(),
             outlier: None,
             circuit_breakers: CircuitBreakersSpec::default(),
@@ -177,6 +196,9 @@ impl ClusterSpec {
                     hostname: String::new(),
                     priority: 0,
                     locality: Arc::default(),
+                    locality_weight: 0,
+                    health_status: EdsHealthStatus::Unknown,
+                    metadata: Arc::default(),
                 })
                 .collect(),
             protocol: UpstreamProtocol::Http1,

@@ -11,7 +11,7 @@ use strait_config::model::{ClusterSpec, Config};
 use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, StatusCounters, Store};
 
 use crate::host::{Host, HostHealth};
-use crate::lb::{HostSnapshot, LbContext};
+use crate::lb::{HostSnapshot, LbContext, LbStats};
 
 /// Envoy's cluster stats (`cluster.<name>.*`).
 #[derive(Debug)]
@@ -166,6 +166,8 @@ pub struct Cluster {
     slots: usize,
     /// Retries in progress (scheduled or running), for the `max_retries` circuit breaker.
     retries_active: AtomicU32,
+    /// Load-balancer stats, shared by every snapshot.
+    lb_stats: Arc<LbStats>,
 }
 
 impl Cluster {
@@ -176,7 +178,14 @@ impl Cluster {
             .iter()
             .map(|e| Arc::new(Host::new(e, e.address, store)))
             .collect();
-        let snapshot = HostSnapshot::build(hosts, &spec.lb, slots);
+        let lb_stats = Arc::new(LbStats::new(
+            store,
+            &spec.name,
+            slots,
+            spec.subset.is_some(),
+        ));
+        let snapshot = HostSnapshot::build(hosts, &spec, slots).with_stats(lb_stats.clone());
+        lb_stats.record_rebuild(None, &snapshot);
         let c = Cluster {
             name: Arc::from(spec.name.as_str()),
             spec,
@@ -184,6 +193,7 @@ impl Cluster {
             snapshot: ArcSwap::from_pointee(snapshot),
             slots,
             retries_active: AtomicU32::new(0),
+            lb_stats,
         };
         c.publish_membership_stats(&c.snapshot.load());
         c
@@ -202,7 +212,10 @@ impl Cluster {
     /// Replaces the host set (discovery found new membership). Hosts that stay should be
     /// passed as the same `Arc`s so their stats and health carry over.
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
-        let snap = HostSnapshot::build(hosts, &self.spec.lb, self.slots);
+        let snap =
+            HostSnapshot::build(hosts, &self.spec, self.slots).with_stats(self.lb_stats.clone());
+        self.lb_stats
+            .record_rebuild(Some(&self.snapshot.load()), &snap);
         self.publish_membership_stats(&snap);
         self.snapshot.store(Arc::new(snap));
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use strait_config::model::{EndpointSpec, LocalitySpec};
+use strait_config::model::{EndpointMetadata, EndpointSpec, LocalitySpec};
 use strait_stats::{Counter, Gauge, Store};
 
 static NEXT_HOST_ID: AtomicU64 = AtomicU64::new(1);
@@ -42,13 +42,32 @@ pub mod health_flag {
     pub const PENDING_DYNAMIC_REMOVAL: u32 = 1 << 6;
     /// Failed active health checking with `x-envoy-immediate-health-check-fail`.
     pub const EXCLUDED_VIA_IMMEDIATE_HC_FAIL: u32 = 1 << 7;
+    /// EDS `health_status: DRAINING`: unhealthy and excluded.
+    pub const EDS_STATUS_DRAINING: u32 = 1 << 8;
 
     /// Flags that make a host unhealthy (not used while healthy hosts remain).
-    pub const UNHEALTHY: u32 = FAILED_ACTIVE_HC | FAILED_OUTLIER_CHECK | FAILED_EDS_HEALTH;
+    pub const UNHEALTHY: u32 =
+        FAILED_ACTIVE_HC | FAILED_OUTLIER_CHECK | FAILED_EDS_HEALTH | EDS_STATUS_DRAINING;
     /// Flags that make a healthy host degraded.
     pub const DEGRADED: u32 = DEGRADED_ACTIVE_HC | DEGRADED_EDS_HEALTH;
     /// Flags that take a host out of load balancing altogether.
     pub const EXCLUDED: u32 = EXCLUDED_VIA_IMMEDIATE_HC_FAIL;
+    /// Envoy's *excluded* hosts: left out of the host counts that priority health, locality
+    /// weights and panic mode divide by (and counted by `membership_excluded`).
+    pub const LB_EXCLUDED: u32 =
+        PENDING_ACTIVE_HC | EXCLUDED_VIA_IMMEDIATE_HC_FAIL | EDS_STATUS_DRAINING;
+
+    /// The flag an EDS `health_status` sets, as Envoy maps it (`UNHEALTHY` and `TIMEOUT`
+    /// fail the host, `DRAINING` drains it, `DEGRADED` degrades it).
+    pub fn from_eds(status: strait_config::model::EdsHealthStatus) -> u32 {
+        use strait_config::model::EdsHealthStatus as S;
+        match status {
+            S::Unhealthy | S::Timeout => FAILED_EDS_HEALTH,
+            S::Draining => EDS_STATUS_DRAINING,
+            S::Degraded => DEGRADED_EDS_HEALTH,
+            S::Unknown | S::Healthy => 0,
+        }
+    }
 }
 
 /// Health of a host as load balancing sees it.
@@ -69,6 +88,12 @@ pub struct Host {
     /// Priority level (0 is the highest).
     pub priority: u32,
     pub locality: Arc<LocalitySpec>,
+    /// The locality's `load_balancing_weight` (0 when unset).
+    pub locality_weight: u32,
+    /// Endpoint metadata; its `envoy.lb` fields place the host in subsets.
+    pub metadata: Arc<EndpointMetadata>,
+    /// `envoy.lb` `canary: true` (shown by `/clusters`).
+    pub canary: bool,
     pub stats: HostStats,
     /// [`health_flag`] bits, written by health checking, outlier detection and discovery
     /// (off the workers); a change is published by rebuilding the cluster's snapshot.
@@ -86,6 +111,12 @@ impl Host {
             hostname: e.hostname.clone(),
             priority: e.priority,
             locality: e.locality.clone(),
+            locality_weight: e.locality_weight,
+            metadata: e.metadata.clone(),
+            canary: matches!(
+                e.metadata.lb_value("canary"),
+                Some(strait_config::model::MetadataValue::Bool(true))
+            ),
             // Host stats are shown by /clusters, not /stats: kept out of the store.
             stats: HostStats {
                 cx_total: store.unlisted_counter("cx_total"),
@@ -97,7 +128,7 @@ impl Host {
                 rq_error: store.unlisted_counter("rq_error"),
                 rq_timeout: store.unlisted_counter("rq_timeout"),
             },
-            health_flags: AtomicU32::new(0),
+            health_flags: AtomicU32::new(health_flag::from_eds(e.health_status)),
         }
     }
 
@@ -127,13 +158,18 @@ impl Host {
         }
     }
 
+    /// Excluded from load-balancing arithmetic ([`health_flag::LB_EXCLUDED`]).
+    pub fn excluded(&self) -> bool {
+        self.health_flags() & health_flag::LB_EXCLUDED != 0
+    }
+
     /// `/clusters`' `health_flags` text: `healthy` or the set flags joined by `/`.
     pub fn health_flags_text(&self) -> String {
         let f = self.health_flags();
         if f == 0 {
             return "healthy".into();
         }
-        const NAMES: [(u32, &str); 8] = [
+        const NAMES: [(u32, &str); 9] = [
             (health_flag::FAILED_ACTIVE_HC, "/failed_active_hc"),
             (health_flag::FAILED_OUTLIER_CHECK, "/failed_outlier_check"),
             (health_flag::FAILED_EDS_HEALTH, "/failed_eds_health"),
@@ -148,6 +184,7 @@ impl Host {
                 health_flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
                 "/excluded_via_immediate_hc_fail",
             ),
+            (health_flag::EDS_STATUS_DRAINING, "/eds_status_draining"),
         ];
         NAMES
             .iter()

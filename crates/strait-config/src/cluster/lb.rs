@@ -26,15 +26,12 @@ impl LbPolicy {
 #[derive(Debug, Clone)]
 pub struct LbSpec {
     pub policy: LbPolicy,
-    /// `common_lb_config.healthy_panic_threshold` in percent (Envoy's default 50).
-    pub healthy_panic_threshold: f64,
 }
 
 impl Default for LbSpec {
     fn default() -> Self {
         LbSpec {
             policy: LbPolicy::RoundRobin,
-            healthy_panic_threshold: 50.0,
         }
     }
 }

@@ -6,7 +6,9 @@ pub mod circuit;
 pub mod discovery;
 pub mod health;
 pub mod lb;
+pub mod locality;
 pub mod outlier;
+pub mod subset;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub(crate) fn compile_cluster(
 ) -> Option<ClusterSpec> {
     let discovery = discovery::compile(c, path, errs)?;
     let lb = lb::compile(c, path, errs);
+    let common_lb = locality::compile(c, path, errs);
+    let subset = subset::compile(c, path, errs).map(Arc::new);
     let health_checks = health::compile(c, path, errs);
     let outlier = outlier::compile(c, path, errs);
     let circuit_breakers = circuit::compile(c, path, errs);
@@ -49,6 +53,7 @@ pub(crate) fn compile_cluster(
                     })
                     .unwrap_or_default(),
             );
+            let locality_weight = lle.load_balancing_weight.as_ref().map_or(0, |w| w.value);
             for (j, lbe) in lle.lb_endpoints.iter().enumerate() {
                 let bp = ep.field("lb_endpoints").index(j);
                 use envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as H;
@@ -77,6 +82,9 @@ pub(crate) fn compile_cluster(
                     hostname: e.hostname.clone(),
                     priority: lle.priority,
                     locality: locality.clone(),
+                    locality_weight,
+                    health_status: EdsHealthStatus::from_proto(lbe.health_status),
+                    metadata: Arc::new(subset::endpoint_metadata(lbe.metadata.as_ref())),
                 });
             }
         }
@@ -143,6 +151,8 @@ pub(crate) fn compile_cluster(
         connect_timeout,
         discovery,
         lb,
+        common_lb,
+        subset,
         health_checks,
         outlier,
         circuit_breakers,
@@ -172,4 +182,6 @@ pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'stat
         .chain(outlier::SUPPORTED.iter())
         .chain(circuit::SUPPORTED.iter())
         .chain(discovery::SUPPORTED.iter())
+        .chain(locality::SUPPORTED.iter())
+        .chain(subset::SUPPORTED.iter())
 }

@@ -831,6 +831,8 @@ pub async fn send(
             host_selection_retry_max_attempts: retry
                 .as_ref()
                 .map_or(0, |r| r.policy.host_selection_max_attempts),
+            // Route `metadata_match` (subset load balancing) is not wired yet.
+            metadata_match: None,
         });
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();
