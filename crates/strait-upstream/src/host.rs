@@ -42,6 +42,8 @@ pub mod health_flag {
     pub const PENDING_DYNAMIC_REMOVAL: u32 = 1 << 6;
     /// Failed active health checking with `x-envoy-immediate-health-check-fail`.
     pub const EXCLUDED_VIA_IMMEDIATE_HC_FAIL: u32 = 1 << 7;
+    /// The last active health check failed by timing out (shown with `FAILED_ACTIVE_HC`).
+    pub const ACTIVE_HC_TIMEOUT: u32 = 1 << 8;
 
     /// Flags that make a host unhealthy (not used while healthy hosts remain).
     pub const UNHEALTHY: u32 = FAILED_ACTIVE_HC | FAILED_OUTLIER_CHECK | FAILED_EDS_HEALTH;
@@ -73,6 +75,8 @@ pub struct Host {
     /// [`health_flag`] bits, written by health checking, outlier detection and discovery
     /// (off the workers); a change is published by rebuilding the cluster's snapshot.
     health_flags: AtomicU32,
+    /// Outlier detection's per-host counters, written by workers without locks.
+    pub outlier: crate::outlier::HostCounters,
 }
 
 impl Host {
@@ -98,6 +102,7 @@ impl Host {
                 rq_timeout: store.unlisted_counter("rq_timeout"),
             },
             health_flags: AtomicU32::new(0),
+            outlier: crate::outlier::HostCounters::default(),
         }
     }
 
@@ -133,7 +138,7 @@ impl Host {
         if f == 0 {
             return "healthy".into();
         }
-        const NAMES: [(u32, &str); 8] = [
+        const NAMES: [(u32, &str); 9] = [
             (health_flag::FAILED_ACTIVE_HC, "/failed_active_hc"),
             (health_flag::FAILED_OUTLIER_CHECK, "/failed_outlier_check"),
             (health_flag::FAILED_EDS_HEALTH, "/failed_eds_health"),
@@ -148,6 +153,7 @@ impl Host {
                 health_flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
                 "/excluded_via_immediate_hc_fail",
             ),
+            (health_flag::ACTIVE_HC_TIMEOUT, "/active_hc_timeout"),
         ];
         NAMES
             .iter()
