@@ -77,6 +77,8 @@ pub struct Host {
     health_flags: AtomicU32,
     /// Outlier detection's per-host counters, written by workers without locks.
     pub outlier: crate::outlier::HostCounters,
+    /// Active health checking's link to this host's check task.
+    pub health_check: crate::health::HostHook,
 }
 
 impl Host {
@@ -103,6 +105,7 @@ impl Host {
             },
             health_flags: AtomicU32::new(0),
             outlier: crate::outlier::HostCounters::default(),
+            health_check: Default::default(),
         }
     }
 
