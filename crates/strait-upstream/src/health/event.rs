@@ -31,7 +31,14 @@ impl EventLog {
     }
 
     pub fn write(&self, checker: &str, host: &Host, e: &Event, http_status: u16) {
-        let line = render(checker, &self.cluster, host, e, http_status, SystemTime::now());
+        let line = render(
+            checker,
+            &self.cluster,
+            host,
+            e,
+            http_status,
+            SystemTime::now(),
+        );
         if let Ok(mut f) = self.file.lock() {
             let _ = f.write_all(line.as_bytes());
         }
@@ -172,11 +179,30 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_317_653_209);
         // Lines as Envoy 1.40 wrote them for the same events.
         assert_eq!(
-            render("HTTP", "c", &h, &Event::EjectUnhealthy { failure: FailureType::Active }, 503, t),
+            render(
+                "HTTP",
+                "c",
+                &h,
+                &Event::EjectUnhealthy {
+                    failure: FailureType::Active
+                },
+                503,
+                t
+            ),
             "{\"health_checker_type\":\"HTTP\",\"host\":{\"socket_address\":{\"protocol\":\"TCP\",\"address\":\"127.0.0.1\",\"port_value\":29100,\"resolver_name\":\"\",\"ipv4_compat\":false,\"network_namespace_filepath\":\"\"}},\"cluster_name\":\"c\",\"eject_unhealthy_event\":{\"failure_type\":\"ACTIVE\",\"http_status_code\":503},\"timestamp\":\"2026-11-22T03:20:53.209Z\",\"locality\":{\"region\":\"\",\"zone\":\"\",\"sub_zone\":\"\"}}\n"
         );
         assert_eq!(
-            render("HTTP", "c", &h, &Event::Failure { failure: FailureType::NetworkTimeout, first_check: false }, 0, t),
+            render(
+                "HTTP",
+                "c",
+                &h,
+                &Event::Failure {
+                    failure: FailureType::NetworkTimeout,
+                    first_check: false
+                },
+                0,
+                t
+            ),
             "{\"health_checker_type\":\"HTTP\",\"host\":{\"socket_address\":{\"protocol\":\"TCP\",\"address\":\"127.0.0.1\",\"port_value\":29100,\"resolver_name\":\"\",\"ipv4_compat\":false,\"network_namespace_filepath\":\"\"}},\"cluster_name\":\"c\",\"timestamp\":\"2026-11-22T03:20:53.209Z\",\"health_check_failure_event\":{\"failure_type\":\"NETWORK_TIMEOUT\",\"first_check\":false,\"http_status_code\":0},\"locality\":{\"region\":\"\",\"zone\":\"\",\"sub_zone\":\"\"}}\n"
         );
     }

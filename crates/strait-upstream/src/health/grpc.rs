@@ -234,13 +234,19 @@ mod tests {
     #[test]
     fn frames_and_statuses() {
         assert_eq!(&request_frame("")[..], &[0, 0, 0, 0, 0]);
-        assert_eq!(&request_frame("ab")[..], &[0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']);
+        assert_eq!(
+            &request_frame("ab")[..],
+            &[0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']
+        );
         assert_eq!(response_status(&[0x08, 0x01]), Some(SERVING));
         assert_eq!(response_status(&[0x08, 0x02]), Some(2));
         assert_eq!(response_status(&[]), Some(0));
         assert_eq!(response_status(&[0x08]), None);
         // Unknown fields are skipped.
-        assert_eq!(response_status(&[0x12, 0x01, b'x', 0x08, 0x01]), Some(SERVING));
+        assert_eq!(
+            response_status(&[0x12, 0x01, b'x', 0x08, 0x01]),
+            Some(SERVING)
+        );
     }
 
     #[test]

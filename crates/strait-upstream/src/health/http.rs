@@ -243,7 +243,10 @@ mod tests {
         let stats = Stats::new(&store, "c");
         let c = check(None);
         let mut h = HeaderMap::new();
-        assert_eq!(judge(&c, 200, &h, &stats), Verdict::Healthy { degraded: false });
+        assert_eq!(
+            judge(&c, 200, &h, &stats),
+            Verdict::Healthy { degraded: false }
+        );
         assert_eq!(
             judge(&c, 500, &h, &stats),
             Verdict::Failed {
@@ -262,15 +265,24 @@ mod tests {
             }
         );
         // The immediate-fail header only counts on a failing status.
-        assert_eq!(judge(&c, 200, &h, &stats), Verdict::Healthy { degraded: false });
+        assert_eq!(
+            judge(&c, 200, &h, &stats),
+            Verdict::Healthy { degraded: false }
+        );
         h.insert(&DEGRADED, HeaderValue::from_static("1"));
-        assert_eq!(judge(&c, 200, &h, &stats), Verdict::Healthy { degraded: true });
+        assert_eq!(
+            judge(&c, 200, &h, &stats),
+            Verdict::Healthy { degraded: true }
+        );
 
         let c = check(Some("web"));
         let mut h = HeaderMap::new();
         assert!(matches!(judge(&c, 200, &h, &stats), Verdict::Failed { .. }));
         h.insert(&HEALTHCHECKED_CLUSTER, HeaderValue::from_static("web"));
-        assert_eq!(judge(&c, 200, &h, &stats), Verdict::Healthy { degraded: false });
+        assert_eq!(
+            judge(&c, 200, &h, &stats),
+            Verdict::Healthy { degraded: false }
+        );
         assert_eq!(stats.verify_cluster.value(), 2);
     }
 

@@ -104,7 +104,9 @@ pub fn on_immediate_fail(cluster: &Cluster, host: &Host) {
         return;
     }
     host.set_health_flag(health_flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL, true);
-    host.health_check.passive_fail.store(true, Ordering::Release);
+    host.health_check
+        .passive_fail
+        .store(true, Ordering::Release);
     if let Some(w) = host.health_check.wake.get() {
         w.notify_one();
     }
@@ -176,9 +178,9 @@ async fn supervise(weak: Weak<Cluster>, shared: Arc<Shared>) {
             keep
         });
         for h in hosts {
-            tasks.entry(h.id).or_insert_with(|| {
-                tokio::spawn(run_host(weak.clone(), h.clone(), shared.clone()))
-            });
+            tasks
+                .entry(h.id)
+                .or_insert_with(|| tokio::spawn(run_host(weak.clone(), h.clone(), shared.clone())));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -193,7 +195,9 @@ fn random_below(n: u64) -> u64 {
 
 fn had_traffic(c: &Cluster) -> bool {
     let s = &c.stats;
-    s.upstream_cx_total.used() || s.upstream_cx_tx_bytes_total.used() || s.upstream_cx_rx_bytes_total.used()
+    s.upstream_cx_total.used()
+        || s.upstream_cx_tx_bytes_total.used()
+        || s.upstream_cx_rx_bytes_total.used()
 }
 
 /// One host's checks, forever (aborted by the supervisor when the host goes away).
@@ -258,7 +262,13 @@ async fn run_host(weak: Weak<Cluster>, host: Arc<Host>, shared: Arc<Shared>) {
             Some(Verdict::Network) => {
                 session.on_failure(&host, spec, &shared.stats, FailureType::Network, false)
             }
-            None => session.on_failure(&host, spec, &shared.stats, FailureType::NetworkTimeout, false),
+            None => session.on_failure(
+                &host,
+                spec,
+                &shared.stats,
+                FailureType::NetworkTimeout,
+                false,
+            ),
         };
         if !host.health_check.first_done.swap(true, Ordering::AcqRel) {
             FIRST_CHECKS.notify_waiters();
@@ -268,7 +278,13 @@ async fn run_host(weak: Weak<Cluster>, host: Arc<Host>, shared: Arc<Shared>) {
             None => return,
         };
         apply(&weak, &host, &shared, &out);
-        delay = next_interval(spec, traffic, out.healthy_result, out.transition, random_below);
+        delay = next_interval(
+            spec,
+            traffic,
+            out.healthy_result,
+            out.transition,
+            random_below,
+        );
     }
 }
 
@@ -301,7 +317,12 @@ impl Prober {
     fn new(spec: &HealthCheckSpec, cluster: &Cluster, host: &Host) -> Prober {
         let reuse = spec.reuse_connection;
         match &spec.kind {
-            CheckKind::Http(h) => Prober::Http(http::Prober::new(h.clone(), &cluster.name, host.address, reuse)),
+            CheckKind::Http(h) => Prober::Http(http::Prober::new(
+                h.clone(),
+                &cluster.name,
+                host.address,
+                reuse,
+            )),
             CheckKind::Tcp(t) => Prober::Tcp(tcp::Prober::new(t.clone(), host.address, reuse)),
             CheckKind::Grpc(g) => Prober::Grpc(grpc::Prober::new(
                 g.clone(),
@@ -310,7 +331,9 @@ impl Prober {
                 reuse,
                 spec.timeout,
             )),
-            CheckKind::Redis(r) => Prober::Redis(redis::Prober::new(r.clone(), host.address, reuse)),
+            CheckKind::Redis(r) => {
+                Prober::Redis(redis::Prober::new(r.clone(), host.address, reuse))
+            }
         }
     }
 

@@ -108,8 +108,14 @@ mod tests {
         let healthy = Some(Verdict::Healthy { degraded: false });
         assert_eq!(judge(b"+PONG\r\n", false), healthy);
         assert_eq!(judge(b"+PON", false), None);
-        assert!(matches!(judge(b"-ERR x\r\n", false), Some(Verdict::Failed { .. })));
+        assert!(matches!(
+            judge(b"-ERR x\r\n", false),
+            Some(Verdict::Failed { .. })
+        ));
         assert_eq!(judge(b":0\r\n", true), healthy);
-        assert!(matches!(judge(b":1\r\n", true), Some(Verdict::Failed { .. })));
+        assert!(matches!(
+            judge(b":1\r\n", true),
+            Some(Verdict::Failed { .. })
+        ));
     }
 }

@@ -50,9 +50,16 @@ pub enum Transition {
 /// An event for the health-check event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    AddHealthy { first_check: bool },
-    EjectUnhealthy { failure: FailureType },
-    Failure { failure: FailureType, first_check: bool },
+    AddHealthy {
+        first_check: bool,
+    },
+    EjectUnhealthy {
+        failure: FailureType,
+    },
+    Failure {
+        failure: FailureType,
+        first_check: bool,
+    },
     Success,
     Degraded,
     NoLongerDegraded,
@@ -320,7 +327,10 @@ mod tests {
                 first_check: true
             }]
         );
-        assert_eq!((stats.failure.value(), stats.network_failure.value()), (1, 1));
+        assert_eq!(
+            (stats.failure.value(), stats.network_failure.value()),
+            (1, 1)
+        );
         // Now healthy_threshold passes are needed.
         assert_eq!(
             s.on_success(&h, &sp, &stats, false).transition,
