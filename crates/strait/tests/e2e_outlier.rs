@@ -204,3 +204,40 @@ fn default_max_ejection_percent_overflows_with_three_hosts() {
         Some(1)
     );
 }
+
+/// Connect failures count as 503s (not split): the 5th refused connection ejects, as the
+/// same traffic does in Envoy 1.40 (each failure is counted once).
+#[test]
+fn connect_failures_eject() {
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ports = vec![
+        dead,
+        backend(Arc::new(AtomicU16::new(200))),
+        backend(Arc::new(AtomicU16::new(200))),
+    ];
+    let dir = TestDir::new("outlier-connect");
+    let strait = start(
+        &dir,
+        &ports,
+        json!({"interval": "30s", "base_ejection_time": "2s", "max_ejection_percent": 50}),
+    );
+    let mut failures = 0;
+    for i in 0..15 {
+        let active = strait.stat("cluster.svc.outlier_detection.ejections_active");
+        assert_eq!(active, Some(0), "ejected after only {failures} failures");
+        failures += u32::from(http_get(strait.listen, &format!("/a{i}")).unwrap().status == 503);
+        if failures == 5 {
+            break;
+        }
+    }
+    assert_eq!(failures, 5);
+    assert!(strait.wait_stat(
+        "cluster.svc.outlier_detection.ejections_active",
+        Duration::from_secs(2),
+        |v| v == 1
+    ));
+    assert_eq!(flags(&strait, dead), "/failed_outlier_check");
+}

@@ -510,7 +510,7 @@ fn payload(
 
 /// Envoy's `Payload.text` is hex, case-insensitive, even length.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16);

@@ -141,6 +141,8 @@ pub struct Detector {
     hosts: HashMap<u64, HostState>,
     /// Random source for enforcement and jitter (replaceable in tests).
     random: fn() -> u64,
+    /// The last interval's cluster-wide success-rate figures, for `/clusters`.
+    pub(crate) rates: Arc<super::ClusterRates>,
 }
 
 impl Detector {
@@ -150,6 +152,7 @@ impl Detector {
             stats,
             hosts: HashMap::new(),
             random: random_u64,
+            rates: Default::default(),
         }
     }
 
@@ -360,6 +363,7 @@ impl Detector {
             u64::from(s.failure_percentage_minimum_hosts),
             u64::from(s.failure_percentage_request_volume),
         );
+        self.rates.set(local, -1.0, -1.0);
         let total = data.len() as u64;
         if total < sr_min_hosts && total < fp_min_hosts {
             return false;
@@ -384,7 +388,8 @@ impl Detector {
         let mut changed = false;
         if !sr_hosts.is_empty() && sr_hosts.len() as u64 >= sr_min_hosts {
             let rates: Vec<f64> = sr_hosts.iter().map(|(_, r)| *r).collect();
-            let (_, threshold) = success_rate_threshold(&rates, s.success_rate_stdev_factor);
+            let (mean, threshold) = success_rate_threshold(&rates, s.success_rate_stdev_factor);
+            self.rates.set(local, mean, threshold);
             let kind = if local {
                 Kind::LocalOriginSuccessRate
             } else {

@@ -11,7 +11,7 @@
 pub mod detector;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use strait_config::model::OutlierSpec;
@@ -216,6 +216,54 @@ pub fn on_active_hc_success(host: &Host) {
     }
 }
 
+/// A cluster's success-rate figures of the last interval (-1 when not computed), for
+/// `/clusters`' `<cluster>::outlier::*` lines.
+#[derive(Debug)]
+pub struct ClusterRates {
+    cells: [AtomicU64; 4],
+}
+
+impl Default for ClusterRates {
+    fn default() -> Self {
+        let v = (-1f64).to_bits();
+        ClusterRates {
+            cells: [
+                AtomicU64::new(v),
+                AtomicU64::new(v),
+                AtomicU64::new(v),
+                AtomicU64::new(v),
+            ],
+        }
+    }
+}
+
+impl ClusterRates {
+    /// (`success_rate_average`, `success_rate_ejection_threshold`) of one origin.
+    pub fn get(&self, local: bool) -> (f64, f64) {
+        let i = if local { 2 } else { 0 };
+        let f = |c: &AtomicU64| f64::from_bits(c.load(Ordering::Relaxed));
+        (f(&self.cells[i]), f(&self.cells[i + 1]))
+    }
+
+    pub(crate) fn set(&self, local: bool, average: f64, threshold: f64) {
+        let i = if local { 2 } else { 0 };
+        self.cells[i].store(average.to_bits(), Ordering::Relaxed);
+        self.cells[i + 1].store(threshold.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Detectors' figures by cluster, read by the admin thread only (never by workers).
+static RATES: Mutex<Vec<(Weak<Cluster>, Arc<ClusterRates>)>> = Mutex::new(Vec::new());
+
+/// The success-rate figures of `cluster`'s detector; `None` without `outlier_detection`
+/// (then `/clusters` prints no `outlier::` lines, as Envoy).
+pub fn cluster_rates(cluster: &Cluster) -> Option<Arc<ClusterRates>> {
+    let reg = RATES.lock().ok()?;
+    reg.iter()
+        .find(|(w, _)| std::ptr::eq(w.as_ptr(), cluster))
+        .map(|(_, r)| r.clone())
+}
+
 /// Starts the outlier detector of `cluster` on the current (control) runtime, if it has
 /// `outlier_detection`.
 pub fn start(cluster: &Arc<Cluster>) {
@@ -223,10 +271,16 @@ pub fn start(cluster: &Arc<Cluster>) {
         return;
     };
     let wake = Arc::new(Notify::new());
+    let rates = Arc::new(ClusterRates::default());
+    if let Ok(mut reg) = RATES.lock() {
+        reg.retain(|(w, _)| w.strong_count() > 0);
+        reg.push((Arc::downgrade(cluster), rates.clone()));
+    }
     let mut detector = Detector::new(
         spec,
         detector::Stats::new(cluster.stats.store(), &cluster.name),
     );
+    detector.rates = rates;
     let weak: Weak<Cluster> = Arc::downgrade(cluster);
     tokio::spawn(async move {
         let mut next = tokio::time::Instant::now() + detector.spec().interval;

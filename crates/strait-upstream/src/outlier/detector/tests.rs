@@ -260,6 +260,11 @@ fn success_rate_detector_ejects_the_outlier() {
     assert!(hs[1..].iter().all(|h| !ejected(h)));
     assert_eq!(d.stats().enforced(Kind::SuccessRate).value(), 1);
     assert_eq!(d.stats().ejections_success_rate.value(), 1);
+    // mean 90, stdev 20: threshold 90 - 1.9 * 20 = 52.
+    let (mean, threshold) = d.rates.get(false);
+    assert_eq!(mean, 90.0);
+    assert!((threshold - 52.0).abs() < 1e-9);
+    assert_eq!(d.rates.get(true), (-1.0, -1.0));
     // /clusters shows the others' rates; the ejected host's was computed before ejection.
     assert_eq!(hs[1].outlier.success_rate(), 100.0);
     assert_eq!(hs[0].outlier.success_rate(), 50.0);
