@@ -545,3 +545,22 @@ fn unsupported_health_check_fields_are_refused() {
         "{err}"
     );
 }
+
+/// `codec_client_type: HTTP2`: the check goes over h2c with `:authority` = the cluster name.
+#[test]
+fn http2_check() {
+    let state = Arc::new(GrpcState::default());
+    let p = grpc_server(state.clone());
+    let dir = TestDir::new("hc-http2");
+    let hc = merged(
+        timing(2, 1),
+        json!({"http_health_check": {"path": "/healthz", "codec_client_type": "HTTP2"}}),
+    );
+    let strait = start(&dir, cluster_with("web2", &[p], hc));
+    wait_flags(&strait, p, "healthy", Duration::from_secs(5));
+    let reqs = state.requests.lock().unwrap();
+    let (h, uri, body) = &reqs[0];
+    assert_eq!(uri, "http://web2/healthz");
+    assert_eq!(h["user-agent"], "Envoy/HC");
+    assert!(body.is_empty());
+}

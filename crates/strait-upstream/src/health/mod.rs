@@ -228,7 +228,10 @@ async fn run_host(weak: Weak<Cluster>, host: Arc<Host>, shared: Arc<Shared>) {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = wake.notified() => {
                     if host.health_check.passive_fail.swap(false, Ordering::AcqRel) {
-                        let out = session.on_failure(&host, spec, &shared.stats, FailureType::Passive, false);
+                        let mut out = session.on_failure(&host, spec, &shared.stats, FailureType::Passive, false);
+                        // The exclusion flag set by the worker is published even when the
+                        // host was already failed.
+                        out.transition = Transition::Changed;
                         apply(&weak, &host, &shared, &out);
                     }
                 }
