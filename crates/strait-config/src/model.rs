@@ -152,6 +152,23 @@ pub struct EndpointSpec {
     pub metadata: Arc<EndpointMetadata>,
 }
 
+impl EndpointSpec {
+    /// An endpoint at `address` with Envoy's defaults: weight 1, priority 0, no locality,
+    /// no metadata, health status unknown.
+    pub fn at(address: SocketAddr) -> EndpointSpec {
+        EndpointSpec {
+            address,
+            weight: 1,
+            hostname: String::new(),
+            priority: 0,
+            locality: Arc::default(),
+            locality_weight: 0,
+            health_status: EdsHealthStatus::Unknown,
+            metadata: Arc::default(),
+        }
+    }
+}
+
 /// Where an endpoint runs (`region`/`zone`/`sub_zone`); shared by the endpoints of one
 /// `LocalityLbEndpoints`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -188,19 +205,7 @@ impl ClusterSpec {
             health_checks: Vec::new(),
             outlier: None,
             circuit_breakers: CircuitBreakersSpec::default(),
-            endpoints: addresses
-                .iter()
-                .map(|a| EndpointSpec {
-                    address: *a,
-                    weight: 1,
-                    hostname: String::new(),
-                    priority: 0,
-                    locality: Arc::default(),
-                    locality_weight: 0,
-                    health_status: EdsHealthStatus::Unknown,
-                    metadata: Arc::default(),
-                })
-                .collect(),
+            endpoints: addresses.iter().map(|a| EndpointSpec::at(*a)).collect(),
             protocol: UpstreamProtocol::Http1,
             h2: H2Settings::default(),
             idle_timeout: None,

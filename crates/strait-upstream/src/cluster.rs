@@ -121,6 +121,12 @@ impl ClusterStats {
         }
     }
 
+    /// The stats store, for stats a cluster's control tasks create (`health_check.*`,
+    /// `outlier_detection.*`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Counts a response status from the upstream (`upstream_rq_2xx`, `upstream_rq_200`).
     pub fn record_status(&self, status: u16) {
         if let Some(c) = (status / 100)

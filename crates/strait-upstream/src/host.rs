@@ -44,6 +44,8 @@ pub mod health_flag {
     pub const EXCLUDED_VIA_IMMEDIATE_HC_FAIL: u32 = 1 << 7;
     /// EDS `health_status: DRAINING`: unhealthy and excluded.
     pub const EDS_STATUS_DRAINING: u32 = 1 << 8;
+    /// The last active health check failed by timing out (shown with `FAILED_ACTIVE_HC`).
+    pub const ACTIVE_HC_TIMEOUT: u32 = 1 << 9;
 
     /// Flags that make a host unhealthy (not used while healthy hosts remain).
     pub const UNHEALTHY: u32 =
@@ -98,6 +100,10 @@ pub struct Host {
     /// [`health_flag`] bits, written by health checking, outlier detection and discovery
     /// (off the workers); a change is published by rebuilding the cluster's snapshot.
     health_flags: AtomicU32,
+    /// Outlier detection's per-host counters, written by workers without locks.
+    pub outlier: crate::outlier::HostCounters,
+    /// Active health checking's link to this host's check task.
+    pub health_check: crate::health::HostHook,
 }
 
 impl Host {
@@ -129,6 +135,8 @@ impl Host {
                 rq_timeout: store.unlisted_counter("rq_timeout"),
             },
             health_flags: AtomicU32::new(health_flag::from_eds(e.health_status)),
+            outlier: crate::outlier::HostCounters::default(),
+            health_check: Default::default(),
         }
     }
 
@@ -169,7 +177,7 @@ impl Host {
         if f == 0 {
             return "healthy".into();
         }
-        const NAMES: [(u32, &str); 9] = [
+        const NAMES: [(u32, &str); 10] = [
             (health_flag::FAILED_ACTIVE_HC, "/failed_active_hc"),
             (health_flag::FAILED_OUTLIER_CHECK, "/failed_outlier_check"),
             (health_flag::FAILED_EDS_HEALTH, "/failed_eds_health"),
@@ -184,6 +192,7 @@ impl Host {
                 health_flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
                 "/excluded_via_immediate_hc_fail",
             ),
+            (health_flag::ACTIVE_HC_TIMEOUT, "/active_hc_timeout"),
             (health_flag::EDS_STATUS_DRAINING, "/eds_status_draining"),
         ];
         NAMES

@@ -908,6 +908,7 @@ pub async fn send(
 
         counters.begin_attempt();
         let outcome = run_attempt(cluster, &host, req, &counters, &plan, &watch).await;
+        report_health(cluster, &host, &outcome);
         if let Some(r) = retry.as_mut() {
             r.request_started |= counters.request_sent();
         }
@@ -1057,6 +1058,34 @@ pub async fn send(
                 );
             }
         }
+    }
+}
+
+/// Tells outlier detection (and active health checking, for
+/// `x-envoy-immediate-health-check-fail`) what an attempt did, as Envoy's router does.
+fn report_health(cluster: &Cluster, host: &Host, outcome: &Outcome) {
+    use strait_upstream::outlier::{Outcome as Od, report};
+    match outcome {
+        Outcome::Response(resp) => {
+            if resp
+                .headers()
+                .contains_key("x-envoy-immediate-health-check-fail")
+            {
+                strait_upstream::health::on_immediate_fail(cluster, host);
+            }
+            report(cluster, host, Od::ConnectSuccess);
+            report(cluster, host, Od::Status(resp.status().as_u16()));
+        }
+        Outcome::Error(e) => {
+            if !e.is_connect_failure() {
+                report(cluster, host, Od::ConnectSuccess);
+            }
+            report(cluster, host, Od::ConnectFailed);
+        }
+        Outcome::PerTryTimeout { .. } | Outcome::Stop(Stop::Global) => {
+            report(cluster, host, Od::Timeout)
+        }
+        Outcome::Stop(_) => {}
     }
 }
 
