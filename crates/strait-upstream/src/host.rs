@@ -70,6 +70,10 @@ pub struct Host {
     pub priority: u32,
     pub locality: Arc<LocalitySpec>,
     pub stats: HostStats,
+    /// Requests in flight to this host, as `LEAST_REQUEST` reads it: one shared atomic (a
+    /// load per candidate), where `stats.rq_active` is sharded per worker. Incremented and
+    /// decremented next to `stats.rq_active`.
+    pub lb_active_requests: AtomicU32,
     /// [`health_flag`] bits, written by health checking, outlier detection and discovery
     /// (off the workers); a change is published by rebuilding the cluster's snapshot.
     health_flags: AtomicU32,
@@ -97,6 +101,7 @@ impl Host {
                 rq_error: store.unlisted_counter("rq_error"),
                 rq_timeout: store.unlisted_counter("rq_timeout"),
             },
+            lb_active_requests: AtomicU32::new(0),
             health_flags: AtomicU32::new(0),
         }
     }

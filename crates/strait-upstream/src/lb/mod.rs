@@ -7,7 +7,14 @@
 //! no lock and allocates nothing.
 
 mod balancer;
+pub mod hash;
+mod least_request;
+mod maglev;
+mod random;
+mod ring_hash;
 mod round_robin;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -15,6 +22,11 @@ use strait_config::model::LbSpec;
 
 use crate::host::{Host, HostHealth};
 pub use balancer::Balancer;
+pub use hash::xxhash64;
+pub use least_request::LeastRequest;
+pub use maglev::Maglev;
+pub use random::Random;
+pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
 
 /// What a request brings to host selection.
