@@ -81,9 +81,7 @@ fn build(c: &mut Criterion) {
     g.sample_size(10);
     let hs = hosts(10_000, false);
     g.bench_function("ring_hash", |bench| {
-        bench.iter(|| {
-            Balancer::build(&LbPolicy::RingHash(RingHashSpec::default()), &hs, 1)
-        })
+        bench.iter(|| Balancer::build(&LbPolicy::RingHash(RingHashSpec::default()), &hs, 1))
     });
     g.bench_function("maglev", |bench| {
         bench.iter(|| Balancer::build(&LbPolicy::Maglev(MaglevSpec::default()), &hs, 1))

@@ -288,7 +288,8 @@ fn assert_refused(out: &RunOutput, path: &str, words: &str) {
 
 #[test]
 fn bad_sizes_are_refused_with_their_field_path() {
-    let out = validate_cluster(json!({"lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": 65536}}));
+    let out =
+        validate_cluster(json!({"lb_policy": "MAGLEV", "maglev_lb_config": {"table_size": 65536}}));
     assert_refused(
         &out,
         "static_resources.clusters[0].maglev_lb_config.table_size",

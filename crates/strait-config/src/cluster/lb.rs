@@ -139,7 +139,10 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
         "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
         &["minimum_ring_size", "maximum_ring_size", "hash_function"],
     ),
-    ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
+    (
+        "envoy.config.cluster.v3.Cluster.MaglevLbConfig",
+        &["table_size"],
+    ),
     ("envoy.config.cluster.v3.Cluster.RoundRobinLbConfig", &[]),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
@@ -162,8 +165,14 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
         "envoy.config.core.v3.TypedExtensionConfig",
         &["name", "typed_config"],
     ),
-    ("envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin", &[]),
-    ("envoy.extensions.load_balancing_policies.random.v3.Random", &[]),
+    (
+        "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
+        &[],
+    ),
+    (
+        "envoy.extensions.load_balancing_policies.random.v3.Random",
+        &[],
+    ),
     (
         "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
         &[
@@ -246,7 +255,8 @@ fn legacy_policy(c: &cl::Cluster, path: &FieldPath, errs: &mut ConfigErrors) -> 
                 if let Some(v) = &x.maximum_ring_size {
                     spec.maximum_ring_size = v.value;
                 }
-                if x.hash_function == cl::cluster::ring_hash_lb_config::HashFunction::MurmurHash2 as i32
+                if x.hash_function
+                    == cl::cluster::ring_hash_lb_config::HashFunction::MurmurHash2 as i32
                 {
                     spec.hash_function = RingHashFunction::MurmurHash2;
                 }
@@ -307,7 +317,10 @@ fn policy_extension(
         );
         return None;
     };
-    let pp = path.field("policies").index(0).field("typed_extension_config");
+    let pp = path
+        .field("policies")
+        .index(0)
+        .field("typed_extension_config");
     let Some(any) = first
         .typed_extension_config
         .as_ref()
@@ -454,7 +467,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut d = 2u64;
     while d.saturating_mul(d) <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -492,14 +505,21 @@ static_resources:
     fn err_paths(r: Result<LbPolicy, crate::ConfigErrors>) -> Vec<String> {
         match r {
             Ok(p) => panic!("expected an error, got {p:?}"),
-            Err(e) => e.0.into_iter().map(|e| format!("{}: {}", e.path, e.reason)).collect(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| format!("{}: {}", e.path, e.reason))
+                    .collect()
+            }
         }
     }
 
     #[test]
     fn legacy_policies_and_defaults() {
         assert_eq!(cluster_lb("").unwrap(), LbPolicy::RoundRobin);
-        assert_eq!(cluster_lb("    lb_policy: RANDOM").unwrap(), LbPolicy::Random);
+        assert_eq!(
+            cluster_lb("    lb_policy: RANDOM").unwrap(),
+            LbPolicy::Random
+        );
         assert_eq!(
             cluster_lb("    lb_policy: LEAST_REQUEST").unwrap(),
             LbPolicy::LeastRequest(LeastRequestSpec::default())

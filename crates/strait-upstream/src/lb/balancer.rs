@@ -25,9 +25,7 @@ impl Balancer {
     pub fn build(policy: &LbPolicy, hosts: &[Arc<Host>], slots: usize) -> Balancer {
         match policy {
             LbPolicy::RoundRobin => Balancer::RoundRobin(RoundRobin::new(hosts, slots)),
-            LbPolicy::LeastRequest(s) => {
-                Balancer::LeastRequest(LeastRequest::new(hosts, s, slots))
-            }
+            LbPolicy::LeastRequest(s) => Balancer::LeastRequest(LeastRequest::new(hosts, s, slots)),
             LbPolicy::Random => Balancer::Random(Random::new(hosts.len())),
             LbPolicy::RingHash(s) => Balancer::RingHash(RingHash::new(hosts, s)),
             LbPolicy::Maglev(s) => Balancer::Maglev(Maglev::new(hosts, s)),

@@ -119,7 +119,7 @@ mod tests {
         }
     }
 
-        const MURMUR_VECTORS: &[(&str, u64)] = &[
+    const MURMUR_VECTORS: &[(&str, u64)] = &[
         ("", 0x553e_9390_1e46_2a6e),
         ("a", 0x454d_dee4_88c1_ed6b),
         ("foo", 0x85a8_e535_edf1_1e5a),

@@ -94,7 +94,7 @@ fn full_scan(hosts: &[Arc<Host>]) -> usize {
             tied = 1;
         } else if a == best_active {
             tied += 1;
-            if random_u64() % tied == 0 {
+            if random_u64().is_multiple_of(tied) {
                 best = i;
             }
         }

@@ -86,8 +86,7 @@ fn build_table(hosts: &[Arc<Host>], size: u64, use_hostname: bool) -> Box<[u32]>
         .collect();
     const EMPTY: u32 = u32::MAX;
     let mut table = vec![EMPTY; size as usize];
-    let permutation =
-        |e: &BuildEntry| e.offset.wrapping_add(e.skip.wrapping_mul(e.next)) % size;
+    let permutation = |e: &BuildEntry| e.offset.wrapping_add(e.skip.wrapping_mul(e.next)) % size;
     let mut filled = 0u64;
     let mut iteration = 1u32;
     while filled < size {

@@ -65,8 +65,8 @@ fn build_entries(hosts: &[Arc<Host>], spec: &RingHashSpec) -> Vec<(u64, u32)> {
     }
     let (weights, min_w, _) = normalized_weights(hosts);
     // Scale so the lightest host gets a whole number of entries, capped by the maximum.
-    let scale = ((min_w * spec.minimum_ring_size as f64).ceil() / min_w)
-        .min(spec.maximum_ring_size as f64);
+    let scale =
+        ((min_w * spec.minimum_ring_size as f64).ceil() / min_w).min(spec.maximum_ring_size as f64);
     let mut ring = Vec::with_capacity(scale.ceil() as usize);
     let mut key = Vec::with_capacity(64);
     // Running sums across hosts, so fractional shares add up to whole entries overall.

@@ -5,9 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use strait_config::cluster::lb::{
-    LeastRequestSpec, MaglevSpec, RingHashFunction, RingHashSpec,
-};
+use strait_config::cluster::lb::{LeastRequestSpec, MaglevSpec, RingHashFunction, RingHashSpec};
 use strait_config::model::{EndpointSpec, LbPolicy};
 use strait_stats::Store;
 
@@ -65,19 +63,17 @@ fn random_is_uniform_and_ignores_endpoint_weights() {
     let b = Balancer::build(&LbPolicy::Random, &hs, 1);
     let c = counts(&b, &hs, 20_000);
     assert!(c[0] > 9_000 && c[1] > 9_000, "{c:?}");
-    assert!(Balancer::build(&LbPolicy::Random, &[], 1)
-        .choose(&[], &LbContext::default())
-        .is_none());
+    assert!(
+        Balancer::build(&LbPolicy::Random, &[], 1)
+            .choose(&[], &LbContext::default())
+            .is_none()
+    );
 }
 
 #[test]
 fn least_request_two_choices_avoid_the_busy_host() {
     let hs = hosts(&[1, 1, 1]);
-    let b = Balancer::build(
-        &LbPolicy::LeastRequest(LeastRequestSpec::default()),
-        &hs,
-        1,
-    );
+    let b = Balancer::build(&LbPolicy::LeastRequest(LeastRequestSpec::default()), &hs, 1);
     // All idle: uniform.
     let c = counts(&b, &hs, 9_000);
     assert!(c.iter().all(|n| (2_500..3_500).contains(n)), "{c:?}");
@@ -108,11 +104,7 @@ fn least_request_full_scan_takes_the_least_loaded() {
 #[test]
 fn least_request_weighted_uses_weight_over_active() {
     let hs = hosts(&[1, 3]);
-    let b = Balancer::build(
-        &LbPolicy::LeastRequest(LeastRequestSpec::default()),
-        &hs,
-        1,
-    );
+    let b = Balancer::build(&LbPolicy::LeastRequest(LeastRequestSpec::default()), &hs, 1);
     // Idle: the EDF schedule follows the weights exactly (up to its random start).
     let c = counts(&b, &hs, 4_000);
     assert!(c[0].abs_diff(1_000) <= 2, "{c:?}");
@@ -284,7 +276,10 @@ fn removing_one_host_of_100_moves_about_one_percent_of_keys() {
     // A ring loses the removed host's entries; its keys move, plus a few at hosts whose
     // entry count shifts by one as the running float sums of the shares change (Envoy's
     // arithmetic, kept as is).
-    assert!(ring_moved >= ring_lost && ring_moved - ring_lost < 0.002, "{ring_moved}");
+    assert!(
+        ring_moved >= ring_lost && ring_moved - ring_lost < 0.002,
+        "{ring_moved}"
+    );
     assert!(ring_moved > 0.002 && ring_moved < 0.03, "{ring_moved}");
     // Maglev moves the removed host's keys plus a little churn, far from a reshuffle.
     assert!(maglev_moved >= maglev_lost, "{maglev_moved}");
