@@ -192,6 +192,13 @@ fn all_tables() -> impl Iterator<Item = &'static (&'static str, &'static [&'stat
         .chain(crate::cluster::supported_fields())
 }
 
+/// Every supported extension type: [`SUPPORTED_EXTENSIONS`] plus the per-module lists.
+fn all_extensions() -> impl Iterator<Item = &'static &'static str> {
+    SUPPORTED_EXTENSIONS
+        .iter()
+        .chain(crate::cluster::lb::SUPPORTED_EXTENSIONS.iter())
+}
+
 fn is_supported(message: &str, field: &str) -> bool {
     all_tables().any(|(m, fs)| *m == message && fs.contains(&field))
 }
@@ -212,7 +219,7 @@ pub fn check_supported(msg: &DynamicMessage, path: &FieldPath, errs: &mut Config
         if type_name.is_empty() {
             return;
         }
-        if !SUPPORTED_EXTENSIONS.contains(&type_name.as_str()) {
+        if !all_extensions().any(|e| *e == type_name) {
             errs.push(
                 path.to_string(),
                 format!("extension type {type_name} is not supported by Strait yet"),
@@ -269,7 +276,7 @@ pub fn render_markdown() -> String {
          Well-known `google.protobuf.*` types (durations, wrappers, Struct) are accepted wherever\n\
          a listed field uses them.\n\n## Extensions (`typed_config` types)\n\n",
     );
-    for e in SUPPORTED_EXTENSIONS {
+    for e in all_extensions() {
         out.push_str(&format!("- `{e}`\n"));
     }
     out.push_str("\n## Fields by message\n\n| message | fields |\n|---|---|\n");
@@ -308,7 +315,7 @@ mod tests {
                 assert!(desc.get_field_by_name(f).is_some(), "{m} has no field {f}");
             }
         }
-        for e in SUPPORTED_EXTENSIONS {
+        for e in all_extensions() {
             assert!(
                 pool.get_message_by_name(e).is_some(),
                 "no extension type {e}"

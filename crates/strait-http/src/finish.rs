@@ -106,7 +106,7 @@ impl Finish {
         {
             u.active = false;
             u.cluster.stats.upstream_rq_active.dec();
-            u.host.stats.rq_active.dec();
+            u.host.request_ended();
             let ms = u.started.elapsed().as_millis() as u64;
             u.cluster.stats.upstream_rq_time.record(ms);
             u.cluster.stats.upstream_rq_completed.inc();

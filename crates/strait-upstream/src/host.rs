@@ -97,6 +97,10 @@ pub struct Host {
     /// `envoy.lb` `canary: true` (shown by `/clusters`).
     pub canary: bool,
     pub stats: HostStats,
+    /// Requests in flight to this host, as `LEAST_REQUEST` reads it: one shared atomic (a
+    /// load per candidate), where `stats.rq_active` is sharded per worker. Incremented and
+    /// decremented next to `stats.rq_active`.
+    pub lb_active_requests: AtomicU32,
     /// [`health_flag`] bits, written by health checking, outlier detection and discovery
     /// (off the workers); a change is published by rebuilding the cluster's snapshot.
     health_flags: AtomicU32,
@@ -134,10 +138,25 @@ impl Host {
                 rq_error: store.unlisted_counter("rq_error"),
                 rq_timeout: store.unlisted_counter("rq_timeout"),
             },
+            lb_active_requests: AtomicU32::new(0),
             health_flags: AtomicU32::new(health_flag::from_eds(e.health_status)),
             outlier: crate::outlier::HostCounters::default(),
             health_check: Default::default(),
         }
+    }
+
+    /// A request starts using this host: `rq_active` and the least-request counter.
+    pub fn request_started(&self) {
+        self.stats.rq_active.inc();
+        self.lb_active_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request stops using this host (pairs with [`Host::request_started`]).
+    pub fn request_ended(&self) {
+        self.stats.rq_active.dec();
+        let _ = self
+            .lb_active_requests
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     pub fn health_flags(&self) -> u32 {

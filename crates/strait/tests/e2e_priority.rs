@@ -375,7 +375,6 @@ fn clusters_output_matches_envoy() {
 /// Subset load balancing through a route's `metadata_match`: requests for `version: v2`
 /// reach only the v2 host.
 #[test]
-#[ignore = "route metadata_match is not wired to LbContext::metadata_match in this branch (the route field is still refused)"]
 fn route_metadata_match_selects_a_subset() {
     let v1 = echoes("v1-", 1);
     let v2 = echoes("v2-", 1);

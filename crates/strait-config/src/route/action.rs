@@ -7,6 +7,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::cluster::subset::MetadataMatch;
+
 use bytes::Bytes;
 use envoy_api::pb::envoy::config::route::v3 as rt;
 use envoy_api::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
@@ -36,6 +38,7 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
             "host_rewrite_header",
             "host_rewrite_path_regex",
             "append_x_forwarded_host",
+            "metadata_match",
         ],
     ),
     (
@@ -53,6 +56,7 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "host_rewrite_literal",
+            "metadata_match",
         ],
     ),
     (
@@ -121,6 +125,9 @@ pub struct ClusterAction {
     pub path_rewrite: Option<PathRewrite>,
     /// Mirroring, hash policy and priority of the route.
     pub forward: Arc<super::forward::ForwardOptions>,
+    /// `metadata_match` `envoy.lb` criteria for subset load balancing: the route's, with a
+    /// weighted cluster's own merged over them.
+    pub metadata_match: Option<Arc<MetadataMatch>>,
 }
 
 /// `cluster_header`: the cluster is the first value of `header`; absent, empty or unknown
@@ -584,6 +591,11 @@ fn compile_route_action(
 
     let first_route = ctx.vhost.routes.first().is_some_and(|f| std::ptr::eq(f, r));
     let forward = super::forward::compile(ra, ctx.vhost, first_route, ctx.clusters, ap, errs);
+    let route_mm = ra
+        .metadata_match
+        .as_ref()
+        .and_then(MetadataMatch::from_metadata)
+        .map(Arc::new);
     let base = |cluster: &str| ClusterAction {
         cluster: Arc::from(cluster),
         cluster_not_found_status,
@@ -598,6 +610,7 @@ fn compile_route_action(
         append_x_forwarded_host: ra.append_x_forwarded_host,
         path_rewrite: path_rewrite.clone(),
         forward: forward.clone(),
+        metadata_match: route_mm.clone(),
     };
 
     match &ra.cluster_specifier {
@@ -745,6 +758,16 @@ fn compile_weighted(
                     ok = false;
                 }
             }
+        }
+        if let Some(own) = c
+            .metadata_match
+            .as_ref()
+            .and_then(MetadataMatch::from_metadata)
+        {
+            action.metadata_match = Some(Arc::new(match &action.metadata_match {
+                Some(route) => route.merged_with(&own),
+                None => own,
+            }));
         }
         total += weight;
         entries.push(WeightedEntry {

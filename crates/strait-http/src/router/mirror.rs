@@ -151,7 +151,7 @@ async fn run(cluster: Arc<Cluster>, req: Request<RequestBody>, timeout: Option<D
     };
     let counters = StreamCounters::default();
     cluster.stats.upstream_rq_active.inc();
-    host.stats.rq_active.inc();
+    host.request_started();
     let exchange = async {
         match strait_upstream::send_request(&cluster, &host, req, &counters).await {
             Ok(resp) => {
@@ -175,7 +175,7 @@ async fn run(cluster: Arc<Cluster>, req: Request<RequestBody>, timeout: Option<D
         None => Ok(exchange.await),
     };
     cluster.stats.upstream_rq_active.dec();
-    host.stats.rq_active.dec();
+    host.request_ended();
     match outcome {
         Ok(Some((status, ok))) => {
             cluster.stats.record_status(status);

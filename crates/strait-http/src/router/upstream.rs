@@ -831,8 +831,8 @@ pub async fn send(
             host_selection_retry_max_attempts: retry
                 .as_ref()
                 .map_or(0, |r| r.policy.host_selection_max_attempts),
-            // Route `metadata_match` (subset load balancing) is not wired yet.
-            metadata_match: None,
+            metadata_match: action.metadata_match.as_deref(),
+            selection_attempt: 0,
         });
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();
@@ -1142,15 +1142,15 @@ fn track_upstream(finish: &mut Finish, cluster: &Arc<Cluster>, host: &Arc<Host>,
     match finish.upstream.as_mut() {
         Some(u) if u.active => {
             if u.host.id != host.id {
-                u.host.stats.rq_active.dec();
-                host.stats.rq_active.inc();
+                u.host.request_ended();
+                host.request_started();
                 u.host = host.clone();
             }
         }
         _ => {
             // upstream_rq_total counts once the request is on a connection (the pool does it).
             cluster.stats.upstream_rq_active.inc();
-            host.stats.rq_active.inc();
+            host.request_started();
             finish.upstream = Some(UpstreamInfo {
                 cluster: cluster.clone(),
                 host: host.clone(),

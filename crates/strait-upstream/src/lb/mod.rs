@@ -8,9 +8,16 @@
 //! algorithm (`lb_policy`) over that list of hosts. Choosing a host takes no lock and
 //! allocates nothing.
 
+#[cfg(test)]
+mod algorithm_tests;
 mod balancer;
+pub mod hash;
+mod least_request;
 mod locality;
+mod maglev;
 mod priority;
+mod random;
+mod ring_hash;
 mod round_robin;
 mod stats;
 mod subset;
@@ -23,9 +30,14 @@ use strait_config::model::{ClusterSpec, MetadataMatch, MetadataValue};
 
 use crate::host::{Host, HostHealth};
 pub use balancer::Balancer;
+pub use hash::xxhash64;
+pub use least_request::LeastRequest;
 pub use locality::{effective_locality_weight, weighted_schedule};
+pub use maglev::Maglev;
 pub use priority::{LevelHealth, PriorityLoad, choose_priority, priority_load};
 use priority::{LocalityWeights, PrioritySet};
+pub use random::Random;
+pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
 pub use stats::LbStats;
 use subset::SubsetLb;
@@ -43,6 +55,9 @@ pub struct LbContext<'a> {
     /// The route's (or weighted cluster's) `metadata_match` `envoy.lb` criteria, for subset
     /// load balancing.
     pub metadata_match: Option<&'a MetadataMatch>,
+    /// Which host-selection attempt this pick is (0 first): ring hash and Maglev move off
+    /// the hash's host on later attempts, as Envoy does. Set by [`HostSnapshot::choose`].
+    pub selection_attempt: u32,
 }
 
 /// The hosts of a cluster as workers see them at one moment.
@@ -163,8 +178,12 @@ impl HostSnapshot {
         } else {
             ctx.host_selection_retry_max_attempts
         };
-        for _ in 0..=extra {
-            let h = self.choose_once(ctx).0?;
+        for attempt in 0..=extra {
+            let ctx = LbContext {
+                selection_attempt: attempt,
+                ..*ctx
+            };
+            let h = self.choose_once(&ctx).0?;
             if !ctx.attempted.contains(&h.id) {
                 return Some(h);
             }
