@@ -36,6 +36,7 @@ fn health_status_json(h: &Host) -> serde_json::Value {
             health_flag::EXCLUDED_VIA_IMMEDIATE_HC_FAIL,
             "excluded_via_immediate_hc_fail",
         ),
+        (health_flag::ACTIVE_HC_TIMEOUT, "active_hc_timeout"),
     ] {
         if f & flag != 0 {
             v.insert(name.into(), json!(true));
@@ -60,6 +61,20 @@ pub fn render_text(cm: &ClusterManager) -> String {
     for c in &cm.order {
         let n = &c.name;
         let _ = writeln!(out, "{n}::observability_name::{n}");
+        if let Some(r) = strait_upstream::outlier::cluster_rates(c) {
+            let (avg, thr) = r.get(false);
+            let (lavg, lthr) = r.get(true);
+            let _ = writeln!(out, "{n}::outlier::success_rate_average::{avg}");
+            let _ = writeln!(out, "{n}::outlier::success_rate_ejection_threshold::{thr}");
+            let _ = writeln!(
+                out,
+                "{n}::outlier::local_origin_success_rate_average::{lavg}"
+            );
+            let _ = writeln!(
+                out,
+                "{n}::outlier::local_origin_success_rate_ejection_threshold::{lthr}"
+            );
+        }
         let cb = &c.spec.circuit_breakers;
         for (prio, t) in [
             ("default_priority", &cb.default),
@@ -95,8 +110,12 @@ pub fn render_text(cm: &ClusterManager) -> String {
             let _ = writeln!(out, "{n}::{a}::sub_zone::{}", l.sub_zone);
             let _ = writeln!(out, "{n}::{a}::canary::{}", h.canary);
             let _ = writeln!(out, "{n}::{a}::priority::{}", h.priority);
-            let _ = writeln!(out, "{n}::{a}::success_rate::-1");
-            let _ = writeln!(out, "{n}::{a}::local_origin_success_rate::-1");
+            let _ = writeln!(out, "{n}::{a}::success_rate::{}", h.outlier.success_rate());
+            let _ = writeln!(
+                out,
+                "{n}::{a}::local_origin_success_rate::{}",
+                h.outlier.local_success_rate()
+            );
         }
     }
     out

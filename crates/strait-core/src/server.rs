@@ -92,6 +92,8 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
         .collect();
 
     let (drain_tx, drain_rx) = watch::channel(false);
+    // Workers accept once initialization is done (first health checks, as Envoy waits).
+    let (ready_tx, ready_rx) = watch::channel(false);
     let active_conns = Arc::new(AtomicUsize::new(0));
 
     // Workers.
@@ -120,9 +122,10 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
         let socks: Vec<WorkerSocket> = per_worker.into_iter().flatten().collect();
         let drain = drain_rx.clone();
         let active = active_conns.clone();
+        let ready = ready_rx.clone();
         let h = thread::Builder::new()
             .name("strait-wrk".into())
-            .spawn(move || shared_runtime_main(workers, socks, drain, active))
+            .spawn(move || shared_runtime_main(workers, socks, ready, drain, active))
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         handles.push(h);
         per_worker = Vec::new();
@@ -130,9 +133,10 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
     for (w, socks) in per_worker.into_iter().enumerate() {
         let drain = drain_rx.clone();
         let active = active_conns.clone();
+        let ready = ready_rx.clone();
         let h = thread::Builder::new()
             .name(format!("strait-wrk:{w}"))
-            .spawn(move || worker_main(w, socks, drain, active))
+            .spawn(move || worker_main(w, socks, ready, drain, active))
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         handles.push(h);
     }
@@ -168,6 +172,13 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
             config.stats_flush_interval,
             workers,
         ));
+        // Envoy initializes clusters before it serves: with active health checking, until
+        // every host has had its first check (until then `/ready` says PRE_INITIALIZING).
+        state.set_state(State::PreInitializing);
+        for c in &clusters.order {
+            strait_upstream::health::initialized(c).await;
+        }
+        let _ = ready_tx.send(true);
         state.set_state(State::Live);
         tracing::info!(
             "strait is live: {} listener(s), {} worker(s)",
@@ -253,6 +264,7 @@ type WorkerSocket = (
 fn shared_runtime_main(
     workers: usize,
     sockets: Vec<WorkerSocket>,
+    ready: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
 ) {
@@ -272,12 +284,13 @@ fn shared_runtime_main(
             return;
         }
     };
-    rt.block_on(serve_sockets(0, sockets, drain, active));
+    rt.block_on(serve_sockets(0, sockets, ready, drain, active));
 }
 
 fn worker_main(
     index: usize,
     sockets: Vec<WorkerSocket>,
+    ready: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
 ) {
@@ -292,16 +305,21 @@ fn worker_main(
             return;
         }
     };
-    rt.block_on(serve_sockets(index, sockets, drain, active));
+    rt.block_on(serve_sockets(index, sockets, ready, drain, active));
 }
 
 /// Accepts on `sockets` until draining starts, then waits for this worker's connections.
 async fn serve_sockets(
     index: usize,
     sockets: Vec<WorkerSocket>,
+    mut ready: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
 ) {
+    // Connections wait in the listen backlog until the server is initialized.
+    if ready.wait_for(|r| *r).await.is_err() {
+        return;
+    }
     let mut accept_tasks = Vec::new();
     for (sock, hcm, stats) in sockets {
         let listener = match tokio::net::TcpListener::from_std(sock) {

@@ -174,6 +174,8 @@ pub struct Cluster {
     retries_active: AtomicU32,
     /// Load-balancer stats, shared by every snapshot.
     lb_stats: Arc<LbStats>,
+    /// The outlier detector's success-rate figures, for `/clusters`.
+    pub outlier_rates: Arc<crate::outlier::ClusterRates>,
 }
 
 impl Cluster {
@@ -182,7 +184,11 @@ impl Cluster {
         let hosts: Vec<Arc<Host>> = spec
             .endpoints
             .iter()
-            .map(|e| Arc::new(Host::new(e, e.address, store)))
+            .map(|e| {
+                let h = Arc::new(Host::new(e, e.address, store));
+                crate::health::prepare_host(&spec, &h);
+                h
+            })
             .collect();
         let lb_stats = Arc::new(LbStats::new(
             store,
@@ -199,6 +205,7 @@ impl Cluster {
             snapshot: ArcSwap::from_pointee(snapshot),
             slots,
             retries_active: AtomicU32::new(0),
+            outlier_rates: Arc::default(),
             lb_stats,
         };
         c.publish_membership_stats(&c.snapshot.load());

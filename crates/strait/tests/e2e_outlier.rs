@@ -241,3 +241,49 @@ fn connect_failures_eject() {
     ));
     assert_eq!(flags(&strait, dead), "/failed_outlier_check");
 }
+
+/// The success-rate detector's figures reach `/clusters` (Envoy's
+/// `<cluster>::outlier::success_rate_*` lines and each host's `success_rate`): one host of
+/// three answering only 503 has rate 0, the others 100, the cluster average 66.7 (not
+/// enforced here, so nothing is ejected).
+#[test]
+fn success_rate_figures_show_in_clusters() {
+    let (ports, _bad) = three_backends();
+    let dir = TestDir::new("outlier-sr");
+    let strait = start(
+        &dir,
+        &ports,
+        json!({"interval": "0.3s", "consecutive_5xx": 1000, "success_rate_minimum_hosts": 3,
+               "success_rate_request_volume": 5, "enforcing_success_rate": 0}),
+    );
+    let before = strait.admin_get("/clusters").body_str();
+    assert!(
+        before.contains("svc::outlier::success_rate_average::-1\n"),
+        "{before}"
+    );
+    for i in 0..30 {
+        let _ = http_get(strait.listen, &format!("/s{i}")).unwrap();
+    }
+    let line = |body: &str, key: &str| -> Option<f64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let body = loop {
+        let body = strait.admin_get("/clusters").body_str();
+        if line(&body, "svc::outlier::success_rate_average::").is_some_and(|v| v > 0.0)
+            || Instant::now() > deadline
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let avg = line(&body, "svc::outlier::success_rate_average::").unwrap_or(-1.0);
+    assert!((avg - 200.0 / 3.0).abs() < 0.01, "{body}");
+    let bad = format!("svc::127.0.0.1:{}::success_rate::", ports[0]);
+    let good = format!("svc::127.0.0.1:{}::success_rate::", ports[1]);
+    assert_eq!(line(&body, &bad), Some(0.0), "{body}");
+    assert_eq!(line(&body, &good), Some(100.0), "{body}");
+    assert_eq!(flags(&strait, ports[0]), "healthy");
+}

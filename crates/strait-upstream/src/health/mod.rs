@@ -91,7 +91,12 @@ pub enum Verdict {
 /// A new host of a cluster with health checks starts failed until its first check passes
 /// (Envoy). Discovery calls this for hosts it adds, before publishing them.
 pub fn prepare_new_host(cluster: &Cluster, host: &Host) {
-    if !cluster.spec.health_checks.is_empty() {
+    prepare_host(&cluster.spec, host);
+}
+
+/// [`prepare_new_host`] for a cluster being built.
+pub fn prepare_host(spec: &strait_config::model::ClusterSpec, host: &Host) {
+    if !spec.health_checks.is_empty() {
         host.set_health_flag(health_flag::FAILED_ACTIVE_HC, true);
     }
 }

@@ -11,7 +11,7 @@
 pub mod detector;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use strait_config::model::OutlierSpec;
@@ -252,16 +252,14 @@ impl ClusterRates {
     }
 }
 
-/// Detectors' figures by cluster, read by the admin thread only (never by workers).
-static RATES: Mutex<Vec<(Weak<Cluster>, Arc<ClusterRates>)>> = Mutex::new(Vec::new());
-
 /// The success-rate figures of `cluster`'s detector; `None` without `outlier_detection`
 /// (then `/clusters` prints no `outlier::` lines, as Envoy).
-pub fn cluster_rates(cluster: &Cluster) -> Option<Arc<ClusterRates>> {
-    let reg = RATES.lock().ok()?;
-    reg.iter()
-        .find(|(w, _)| std::ptr::eq(w.as_ptr(), cluster))
-        .map(|(_, r)| r.clone())
+pub fn cluster_rates(cluster: &Cluster) -> Option<&ClusterRates> {
+    cluster
+        .spec
+        .outlier
+        .is_some()
+        .then_some(&cluster.outlier_rates)
 }
 
 /// Starts the outlier detector of `cluster` on the current (control) runtime, if it has
@@ -271,16 +269,11 @@ pub fn start(cluster: &Arc<Cluster>) {
         return;
     };
     let wake = Arc::new(Notify::new());
-    let rates = Arc::new(ClusterRates::default());
-    if let Ok(mut reg) = RATES.lock() {
-        reg.retain(|(w, _)| w.strong_count() > 0);
-        reg.push((Arc::downgrade(cluster), rates.clone()));
-    }
     let mut detector = Detector::new(
         spec,
         detector::Stats::new(cluster.stats.store(), &cluster.name),
     );
-    detector.rates = rates;
+    detector.rates = cluster.outlier_rates.clone();
     let weak: Weak<Cluster> = Arc::downgrade(cluster);
     tokio::spawn(async move {
         let mut next = tokio::time::Instant::now() + detector.spec().interval;
