@@ -189,7 +189,8 @@ fn apply_route_rules(
         Some(HostRewrite::PathRegex(re)) => {
             HeaderValue::from_str(&re.replace_all(path_without_query(path))).ok()
         }
-        Some(HostRewrite::Auto) => common_hostname(cluster),
+        // After host choice, per attempt (see `upstream::send`).
+        Some(HostRewrite::Auto) => None,
     };
     if let Some(v) = new_host {
         update_authority(
@@ -212,21 +213,10 @@ fn apply_route_rules(
     parts.headers = headers;
 }
 
-/// `auto_host_rewrite` uses the chosen endpoint's `hostname`. The endpoint is chosen after
-/// this, so the rewrite applies when every endpoint of the cluster has the same hostname
-/// (one endpoint, or endpoints of one name); without hostnames Envoy leaves `host` alone.
-fn common_hostname(cluster: &Cluster) -> Option<HeaderValue> {
-    let snap = cluster.snapshot();
-    let first = snap.hosts.first()?.hostname.as_str();
-    (!first.is_empty() && snap.hosts.iter().all(|h| h.hostname == first))
-        .then(|| HeaderValue::from_str(first).ok())
-        .flatten()
-}
-
 /// Envoy's `Utility::updateAuthority`: the old host goes to `x-envoy-original-host` (unless
 /// the router suppresses Envoy headers) and, with `append_x_forwarded_host`, is appended to
 /// `x-forwarded-host` when it differs from the last value there.
-fn update_authority(
+pub(crate) fn update_authority(
     h: &mut HeaderMap,
     authority: &str,
     new: HeaderValue,

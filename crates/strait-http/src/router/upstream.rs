@@ -891,6 +891,21 @@ pub async fn send(
             }
             (_, None) => Request::new(up_body),
         };
+        // `auto_host_rewrite`: the chosen endpoint's hostname, when it has one.
+        if matches!(
+            action.host_rewrite,
+            Some(strait_config::route::action::HostRewrite::Auto)
+        ) && !host.hostname.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&host.hostname)
+        {
+            super::request::update_authority(
+                req.headers_mut(),
+                target.authority,
+                v,
+                action.append_x_forwarded_host,
+                !hcm.spec.suppress_envoy_headers,
+            );
+        }
         if policy.include_attempt_count_in_request {
             req.headers_mut()
                 .insert(&X_ENVOY_ATTEMPT_COUNT, number_value(u64::from(attempt)));
