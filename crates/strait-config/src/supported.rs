@@ -197,6 +197,7 @@ fn all_extensions() -> impl Iterator<Item = &'static &'static str> {
     SUPPORTED_EXTENSIONS
         .iter()
         .chain(crate::cluster::lb::SUPPORTED_EXTENSIONS.iter())
+        .chain(crate::route::forward::SUPPORTED_EXTENSIONS.iter())
 }
 
 fn is_supported(message: &str, field: &str) -> bool {

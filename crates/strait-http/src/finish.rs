@@ -55,6 +55,9 @@ pub struct Finish {
     pub vcluster: Option<Arc<VclusterStats>>,
     pub log: Option<Box<LogData>>,
     pub completed: bool,
+    /// This stream hands the downstream request on to the next leg of an internal redirect:
+    /// the connection's request count is released by that leg.
+    pub handed_over: bool,
     pub response_started: Option<Instant>,
 }
 
@@ -79,6 +82,7 @@ impl Finish {
             bytes_sent: 0,
             upstream: None,
             vcluster: None,
+            handed_over: false,
             log,
             completed: false,
             response_started: None,
@@ -181,7 +185,9 @@ impl Drop for Finish {
             self.hcm.stats.downstream_rq_rx_reset.inc();
         }
         self.release_upstream();
-        self.conn.request_ended();
+        if !self.handed_over {
+            self.conn.request_ended();
+        }
         let s = &self.hcm.stats;
         s.downstream_rq_active.dec();
         s.downstream_rq_completed.inc();

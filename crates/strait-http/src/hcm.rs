@@ -11,9 +11,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use strait_accesslog::{AccessLogSink, Formatter, ResponseFlag};
 use strait_config::model::{Codec, HcmSpec, RouteAction, ServerHeader};
-use strait_config::route::RequestView;
+use strait_config::route::{RequestView, Route};
 use strait_stats::Store;
 use strait_upstream::ClusterManager;
+use strait_upstream::shadow::DownstreamBody;
 
 use crate::body::ResponseBody;
 use crate::conn::ConnInfo;
@@ -112,8 +113,30 @@ impl HttpConnectionManager {
     /// Handles one downstream request to completion of its response headers.
     pub async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: Arc<ConnInfo>,
+    ) -> Response<ResponseBody> {
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, DownstreamBody::new(body));
+        self.handle_stream(req, conn, None).await
+    }
+
+    /// One stream: a downstream request, or the request an internal redirect recreated
+    /// (`redirect` then carries what the earlier legs did, as Envoy's recreated stream).
+    fn handle_stream(
+        self: Arc<Self>,
+        req: Request<DownstreamBody>,
+        conn: Arc<ConnInfo>,
+        redirect: Option<router::internal_redirect::RedirectState>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send>> {
+        Box::pin(self.handle_stream_inner(req, conn, redirect))
+    }
+
+    async fn handle_stream_inner(
+        self: Arc<Self>,
+        mut req: Request<DownstreamBody>,
+        conn: Arc<ConnInfo>,
+        redirect: Option<router::internal_redirect::RedirectState>,
     ) -> Response<ResponseBody> {
         let s = &self.stats;
         s.downstream_rq_total.inc();
@@ -185,39 +208,21 @@ impl HttpConnectionManager {
             return local_reply_with(&self, 400, None, Some(finish), "missing_host_header", true);
         };
         let version = req.version();
-        router::request::connection_manager_headers(&self, req.headers_mut(), version, &conn);
+        // A redirect leg carries headers the connection manager already processed.
+        if redirect.is_none() {
+            router::request::connection_manager_headers(&self, req.headers_mut(), version, &conn);
+        }
         if let Some(l) = finish.log.as_mut() {
             l.authority = authority.clone();
             l.request_headers = req.headers().clone();
         }
 
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let host_lc;
-        let host: &str = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
-            host_lc = authority.to_ascii_lowercase();
-            &host_lc
-        } else {
-            &authority
-        };
-        let table = &self.spec.routes;
-        let view = RequestView {
-            path,
-            method: req.method(),
-            headers: req.headers(),
-            authority: &authority,
-            scheme: "http",
-        };
-        let selected = table
-            .find_vhost_index(host)
-            .and_then(|i| Some((i, table.vhost_at(i)?)));
-        let route = selected.and_then(|(_, vh)| vh.find_route(&view));
+        let (selected, route) = self.match_route(&req, &authority);
         // Virtual cluster stats: the first virtual cluster the request matches, else `other`.
-        let vcluster = selected.and_then(|(i, vh)| {
+        let vcluster = selected.and_then(|i| {
+            let vh = self.spec.routes.vhosts.get(i)?;
             let stats = self.vclusters.get(i)?;
+            let view = request_view(&req, &authority);
             let k = strait_config::route::vcluster::find(&vh.virtual_clusters, &view)
                 .unwrap_or(stats.len().checked_sub(1)?);
             stats.get(k).cloned()
@@ -356,8 +361,18 @@ impl HttpConnectionManager {
                     action,
                     cluster,
                     authority: &authority,
+                    route_id: route as *const Route as usize,
                 };
-                let mut resp = router::forward(&self, req, target, &conn, finish).await;
+                let mut resp =
+                    match router::forward(&self, req, target, &conn, finish, redirect).await {
+                        router::Forwarded::Response(r) => r,
+                        router::Forwarded::Redirect(next) => {
+                            return self
+                                .clone()
+                                .handle_stream(next.request, conn.clone(), Some(next.state))
+                                .await;
+                        }
+                    };
                 base.upstream_cluster = Some(&cluster_name);
                 base.duration = Some(started.elapsed());
                 // An upstream response carries x-envoy-upstream-service-time (when Envoy
@@ -398,7 +413,7 @@ impl HttpConnectionManager {
         &self,
         reply: RouteReply<'_>,
         response_headers: &[std::sync::Arc<strait_config::route::headers::HeaderMutation>],
-        req: &Request<Incoming>,
+        req: &Request<DownstreamBody>,
         authority: &str,
         finish: Finish,
         route_name: &str,
@@ -456,8 +471,51 @@ pub fn open_access_logs(
         .collect()
 }
 
+impl HttpConnectionManager {
+    /// Envoy's route selection: the virtual host for the authority (lowercased), then the
+    /// first route whose matcher accepts the request. Returns the virtual host's index too.
+    fn match_route<B>(&self, req: &Request<B>, authority: &str) -> (Option<usize>, Option<&Route>) {
+        let host_lc;
+        let host: &str = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            host_lc = authority.to_ascii_lowercase();
+            &host_lc
+        } else {
+            authority
+        };
+        let table = &self.spec.routes;
+        let Some(i) = table.find_vhost_index(host) else {
+            return (None, None);
+        };
+        let route = table
+            .vhost_at(i)
+            .and_then(|vh| vh.find_route(&request_view(req, authority)));
+        (Some(i), route)
+    }
+
+    /// The route a request reaches (identity and name), for internal redirects.
+    pub(crate) fn route_identity<B>(&self, req: &Request<B>) -> Option<(usize, &str)> {
+        let authority = authority_of(req, self.spec.default_host_for_http_10.as_deref())?;
+        let route = self.match_route(req, &authority).1?;
+        Some((route as *const Route as usize, route.name.as_str()))
+    }
+}
+
+fn request_view<'a, B>(req: &'a Request<B>, authority: &'a str) -> RequestView<'a> {
+    RequestView {
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
+        method: req.method(),
+        headers: req.headers(),
+        authority,
+        scheme: "http",
+    }
+}
+
 /// The request's authority: `:authority` (HTTP/2 or absolute-form URI) or `Host`.
-fn authority_of(req: &Request<Incoming>, default_http10: Option<&str>) -> Option<String> {
+fn authority_of<B>(req: &Request<B>, default_http10: Option<&str>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_string());
     }

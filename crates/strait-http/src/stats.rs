@@ -32,6 +32,11 @@ pub struct HcmStats {
     pub no_cluster: Counter,
     pub rq_total: Counter,
     pub rq_direct_response: Counter,
+    pub passthrough_internal_redirect_bad_location: Counter,
+    pub passthrough_internal_redirect_unsafe_scheme: Counter,
+    pub passthrough_internal_redirect_too_many_redirects: Counter,
+    pub passthrough_internal_redirect_predicate: Counter,
+    pub passthrough_internal_redirect_no_route: Counter,
 }
 
 impl HcmStats {
@@ -73,6 +78,17 @@ impl HcmStats {
             no_cluster: c("no_cluster"),
             rq_total: c("rq_total"),
             rq_direct_response: c("rq_direct_response"),
+            passthrough_internal_redirect_bad_location: c(
+                "passthrough_internal_redirect_bad_location",
+            ),
+            passthrough_internal_redirect_unsafe_scheme: c(
+                "passthrough_internal_redirect_unsafe_scheme",
+            ),
+            passthrough_internal_redirect_too_many_redirects: c(
+                "passthrough_internal_redirect_too_many_redirects",
+            ),
+            passthrough_internal_redirect_predicate: c("passthrough_internal_redirect_predicate"),
+            passthrough_internal_redirect_no_route: c("passthrough_internal_redirect_no_route"),
         }
     }
 

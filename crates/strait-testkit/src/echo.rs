@@ -5,9 +5,9 @@
 //! response header `x-echo-name`. The request body is always read to the end and counted
 //! without buffering. Special paths (matched on the path, query ignored unless stated):
 //!
-//! * `/status/<code>`: answer with that status (still with the JSON body).
 //! * `/delay/<ms>`: wait `ms` milliseconds, then answer as usual.
 //! * `/bytes/<n>`: answer with `n` bytes (`content-length: n`), streamed in 16 KiB chunks.
+//! * `/status/<code>?k=v`: answer with that status (and the query's pairs as headers).
 //! * `/drip/<n>/<ms>`: answer at once, then `n` chunks of `ab\n`, `ms` milliseconds apart.
 //! * `/close`: close the connection (HTTP/1) or reset the stream (HTTP/2) without answering.
 //! * `/headers?k=v&k2=v2`: add the query pairs as response headers (percent-decoded).
@@ -275,6 +275,8 @@ async fn handle(
     if uri_path == "/close" {
         return Err(CloseRequested);
     } else if let Some(code) = uri_path.strip_prefix("/status/") {
+        // `?k=v` adds response headers here too (a 302 with a `location`).
+        extra_headers = parts.uri.query().map(parse_query).unwrap_or_default();
         status = code
             .parse::<u16>()
             .ok()

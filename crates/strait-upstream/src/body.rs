@@ -165,8 +165,7 @@ pub enum RequestBody {
     Shadow(ShadowBody),
 }
 
-/// Errors a request body can end with: the downstream body's, or a shadow cut off.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::shadow::BodyError;
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -342,12 +341,12 @@ impl ReplayBody {
 
 impl Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(c) = this.chunks.get(this.pos) {
             this.pos += 1;

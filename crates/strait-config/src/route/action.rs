@@ -128,6 +128,8 @@ pub struct ClusterAction {
     /// `metadata_match` `envoy.lb` criteria for subset load balancing: the route's, with a
     /// weighted cluster's own merged over them.
     pub metadata_match: Option<Arc<MetadataMatch>>,
+    /// A weighted cluster's `typed_per_filter_config` (the most specific level).
+    pub per_filter: super::per_filter::PerFilterConfigs,
 }
 
 /// `cluster_header`: the cluster is the first value of `header`; absent, empty or unknown
@@ -611,6 +613,7 @@ fn compile_route_action(
         path_rewrite: path_rewrite.clone(),
         forward: forward.clone(),
         metadata_match: route_mm.clone(),
+        per_filter: Default::default(),
     };
 
     match &ra.cluster_specifier {

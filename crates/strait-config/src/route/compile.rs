@@ -6,6 +6,7 @@ use envoy_api::pb::envoy::config::route::v3 as rt;
 
 use super::action::compile_action;
 use super::matcher::compile_match;
+use super::per_filter::PerFilterConfigs;
 use super::{Route, RouteTable, VirtualHost};
 use crate::error::{ConfigErrors, FieldPath};
 
@@ -83,6 +84,7 @@ pub fn compile_route_config(
             name: vh.name.clone(),
             routes,
             virtual_clusters: super::vcluster::compile(vh, &vp, errs),
+            per_filter: PerFilterConfigs::from_map(&vh.typed_per_filter_config),
         });
     }
     // Longest wildcard first; equal lengths keep config order (stable sort).
@@ -110,5 +112,6 @@ fn compile_route(
         name: r.name.clone(),
         matcher: matcher?,
         action: action?,
+        per_filter: PerFilterConfigs::from_map(&r.typed_per_filter_config),
     })
 }

@@ -14,7 +14,25 @@ use crate::error::{ConfigErrors, FieldPath};
 pub const SUPPORTED: &[(&str, &[&str])] = &[
     (
         "envoy.config.route.v3.RouteAction",
-        &["request_mirror_policies", "priority"],
+        &[
+            "request_mirror_policies",
+            "priority",
+            "internal_redirect_policy",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.InternalRedirectPolicy",
+        &[
+            "max_internal_redirects",
+            "redirect_response_codes",
+            "predicates",
+            "allow_cross_scheme_redirect",
+            "response_headers_to_copy",
+        ],
+    ),
+    (
+        "envoy.extensions.internal_redirect.allow_listed_routes.v3.AllowListedRoutesConfig",
+        &["allowed_route_names"],
     ),
     (
         "envoy.config.route.v3.VirtualHost",
@@ -40,12 +58,45 @@ pub enum RoutePriority {
     High,
 }
 
+/// The internal-redirect predicate extensions Strait implements.
+pub const SUPPORTED_EXTENSIONS: &[&str] =
+    &[PREVIOUS_ROUTES, ALLOW_LISTED_ROUTES, SAFE_CROSS_SCHEME];
+const PREVIOUS_ROUTES: &str =
+    "envoy.extensions.internal_redirect.previous_routes.v3.PreviousRoutesConfig";
+const ALLOW_LISTED_ROUTES: &str =
+    "envoy.extensions.internal_redirect.allow_listed_routes.v3.AllowListedRoutesConfig";
+const SAFE_CROSS_SCHEME: &str =
+    "envoy.extensions.internal_redirect.safe_cross_scheme.v3.SafeCrossSchemeConfig";
+
 /// What a route adds to forwarding, shared by every cluster choice of the route.
 #[derive(Debug, Default)]
 pub struct ForwardOptions {
     pub hash: Option<Arc<HashPolicy>>,
     pub mirrors: Box<[MirrorPolicy]>,
     pub priority: RoutePriority,
+    pub internal_redirect: Option<InternalRedirectPolicy>,
+}
+
+/// `internal_redirect_policy`: 3xx answers the proxy follows itself.
+#[derive(Debug, Clone)]
+pub struct InternalRedirectPolicy {
+    /// `max_internal_redirects` (default 1): redirects one downstream request may follow.
+    pub max_redirects: u32,
+    /// `redirect_response_codes` among 301, 302, 303, 307, 308 (default 302).
+    pub codes: Box<[u16]>,
+    pub allow_cross_scheme: bool,
+    pub response_headers_to_copy: Box<[HeaderName]>,
+    pub predicates: Box<[RedirectPredicate]>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RedirectPredicate {
+    /// `previous_routes`: never redirect to a route this request already went through.
+    PreviousRoutes,
+    /// `allow_listed_routes`: only to routes with these names.
+    AllowListed(Box<[String]>),
+    /// `safe_cross_scheme`: http -> https is allowed, https -> http is not.
+    SafeCrossScheme,
 }
 
 /// One `request_mirror_policies` entry.
@@ -106,6 +157,9 @@ pub(crate) fn compile(
     Arc::new(ForwardOptions {
         hash: hash::compile(ra, path, errs),
         mirrors,
+        internal_redirect: ra.internal_redirect_policy.as_ref().and_then(|p| {
+            compile_internal_redirect(p, &path.field("internal_redirect_policy"), errs)
+        }),
         // RoutingPriority: DEFAULT = 0, HIGH = 1.
         priority: if ra.priority == 1 {
             RoutePriority::High
@@ -190,4 +244,65 @@ fn compile_mirrors(
         });
     }
     out.into()
+}
+
+fn compile_internal_redirect(
+    p: &rt::InternalRedirectPolicy,
+    path: &FieldPath,
+    errs: &mut ConfigErrors,
+) -> Option<InternalRedirectPolicy> {
+    // Envoy ignores codes other than 301, 302, 303, 307 and 308.
+    let mut codes: Vec<u16> = p
+        .redirect_response_codes
+        .iter()
+        .filter_map(|c| u16::try_from(*c).ok())
+        .filter(|c| matches!(c, 301 | 302 | 303 | 307 | 308))
+        .collect();
+    if p.redirect_response_codes.is_empty() {
+        codes.push(302);
+    }
+    let mut headers = Vec::new();
+    for (i, h) in p.response_headers_to_copy.iter().enumerate() {
+        match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(n) if n != http::header::HOST => headers.push(n),
+            _ => errs.push(
+                path.field("response_headers_to_copy").index(i).to_string(),
+                format!("{h:?} cannot be copied (a pseudo-header, host or invalid name)"),
+            ),
+        }
+    }
+    let mut predicates = Vec::new();
+    for (i, tc) in p.predicates.iter().enumerate() {
+        let pp = path.field("predicates").index(i);
+        let Some(any) = &tc.typed_config else {
+            errs.push(pp.field("typed_config").to_string(), "is required");
+            continue;
+        };
+        let t = crate::compile::common::type_name(any);
+        let pred = match t {
+            PREVIOUS_ROUTES => RedirectPredicate::PreviousRoutes,
+            SAFE_CROSS_SCHEME => RedirectPredicate::SafeCrossScheme,
+            ALLOW_LISTED_ROUTES => {
+                use envoy_api::pb::envoy::extensions::internal_redirect::allow_listed_routes::v3::AllowListedRoutesConfig;
+                let Some(c) = crate::compile::common::unpack::<AllowListedRoutesConfig>(
+                    any,
+                    &pp.field("typed_config"),
+                    errs,
+                ) else {
+                    continue;
+                };
+                RedirectPredicate::AllowListed(c.allowed_route_names.into())
+            }
+            // Unknown types were already reported by the supported-extension check.
+            _ => continue,
+        };
+        predicates.push(pred);
+    }
+    Some(InternalRedirectPolicy {
+        max_redirects: p.max_internal_redirects.as_ref().map_or(1, |v| v.value),
+        codes: codes.into(),
+        allow_cross_scheme: p.allow_cross_scheme_redirect,
+        response_headers_to_copy: headers.into(),
+        predicates: predicates.into(),
+    })
 }

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod hash;
 pub mod headers;
 pub mod matcher;
+pub mod per_filter;
 pub mod retry;
 pub mod vcluster;
 
@@ -288,6 +289,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `virtual_clusters` (empty: no virtual cluster stats for this virtual host).
     pub virtual_clusters: Box<[vcluster::VirtualCluster]>,
+    /// `typed_per_filter_config` of the virtual host.
+    pub per_filter: per_filter::PerFilterConfigs,
 }
 
 impl VirtualHost {
@@ -306,6 +309,8 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatcher,
     pub action: RouteAction,
+    /// `typed_per_filter_config` of the route.
+    pub per_filter: per_filter::PerFilterConfigs,
 }
 
 /// Candidate routes of one virtual host by the literal their path matcher requires.
@@ -516,6 +521,7 @@ pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'stat
         .chain(hash::SUPPORTED.iter())
         .chain(forward::SUPPORTED.iter())
         .chain(vcluster::SUPPORTED.iter())
+        .chain(per_filter::SUPPORTED.iter())
         .chain(SUPPORTED.iter())
 }
 
