@@ -118,7 +118,8 @@ impl HttpConnectionManager {
     ) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, DownstreamBody::new(body));
-        self.handle_stream(req, conn, None).await
+        // Only a redirect's next leg goes through the boxed (recursive) entry.
+        self.handle_stream_inner(req, conn, None).await
     }
 
     /// One stream: a downstream request, or the request an internal redirect recreated
