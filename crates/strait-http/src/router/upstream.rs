@@ -809,6 +809,9 @@ pub async fn send(
             host_selection_retry_max_attempts: retry
                 .as_ref()
                 .map_or(0, |r| r.policy.host_selection_max_attempts),
+            original_dst: head
+                .as_ref()
+                .and_then(|h| cluster.original_dst(&h.headers, None)),
         });
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();
@@ -1027,7 +1030,7 @@ fn count_attempt_error(cluster: &Cluster, e: &UpstreamError) {
         }
         UpstreamError::RemoteReset { .. } => s.upstream_rq_rx_reset.inc(),
         UpstreamError::Protocol(_) => s.upstream_cx_protocol_error.inc(),
-        UpstreamError::Reset(_) => {}
+        UpstreamError::Reset(_) | UpstreamError::Overflow => {}
     }
 }
 
@@ -1143,6 +1146,8 @@ pub fn failure_reply(
         attempts,
         attempt_count_header,
     } = failure;
+    // A circuit breaker refused the request: Envoy adds `x-envoy-overloaded: true`.
+    let mut overloaded = false;
     let (status, body, details, charge): (u16, Bytes, &'static str, bool) = match kind {
         FailureKind::NoHealthyUpstream => {
             finish.flags.insert(ResponseFlag::NoHealthyUpstream);
@@ -1183,6 +1188,11 @@ pub fn failure_reply(
                 UpstreamError::Protocol(_) => {
                     finish.flags.insert(ResponseFlag::UpstreamProtocolError);
                     502
+                }
+                UpstreamError::Overflow => {
+                    finish.flags.insert(ResponseFlag::UpstreamOverflow);
+                    overloaded = !hcm.spec.suppress_envoy_headers;
+                    503
                 }
             };
             if let Some(l) = finish.log.as_mut() {
@@ -1248,6 +1258,12 @@ pub fn failure_reply(
         cluster.stats.record_status(status);
     }
     let mut resp = local_reply(hcm, status, Some(body), Some(finish), details);
+    if overloaded {
+        resp.headers_mut().insert(
+            http::HeaderName::from_static("x-envoy-overloaded"),
+            HeaderValue::from_static("true"),
+        );
+    }
     if attempt_count_header && attempts > 0 {
         resp.headers_mut()
             .insert(&X_ENVOY_ATTEMPT_COUNT, number_value(u64::from(attempts)));

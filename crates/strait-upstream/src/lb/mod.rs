@@ -26,6 +26,8 @@ pub struct LbContext<'a> {
     pub attempted: &'a [u64],
     /// `host_selection_retry_max_attempts`: extra picks while the pick is in `attempted`.
     pub host_selection_retry_max_attempts: u32,
+    /// ORIGINAL_DST: the request's original destination ([`crate::Cluster::original_dst`]).
+    pub original_dst: Option<std::net::SocketAddr>,
 }
 
 /// The hosts of a cluster as workers see them at one moment.
