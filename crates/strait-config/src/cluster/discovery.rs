@@ -95,6 +95,10 @@ pub struct DnsSpec {
     pub use_tcp: bool,
     /// `no_default_search_domain`: do not apply resolv.conf's search domains.
     pub no_default_search_domain: bool,
+    /// c-ares `query_timeout_seconds`: how long one try waits for an answer.
+    pub query_timeout: Option<Duration>,
+    /// c-ares `query_tries`: tries per server before the lookup fails.
+    pub query_tries: Option<u32>,
 }
 
 /// `ORIGINAL_DST` options (`original_dst_lb_config`, `cleanup_interval`).
@@ -146,7 +150,12 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
-        &["resolvers", "dns_resolver_options"],
+        &[
+            "resolvers",
+            "dns_resolver_options",
+            "query_timeout_seconds",
+            "query_tries",
+        ],
     ),
     (
         "envoy.config.core.v3.DnsResolutionConfig",
@@ -320,9 +329,12 @@ fn dns(c: &cl::Cluster, path: &FieldPath, errs: &mut ConfigErrors) -> Option<Dns
         resolvers: Vec::new(),
         use_tcp: c.use_tcp_for_dns_lookups,
         no_default_search_domain: false,
+        query_timeout: None,
+        query_tries: None,
     };
     // Envoy's precedence: typed_dns_resolver_config, then dns_resolution_config, then the
     // deprecated dns_resolvers / use_tcp_for_dns_lookups.
+    let mut spec = spec;
     let (addresses, options, apath) = if let Some(t) = &c.typed_dns_resolver_config {
         let tp = path
             .field("typed_dns_resolver_config")
@@ -342,6 +354,11 @@ fn dns(c: &cl::Cluster, path: &FieldPath, errs: &mut ConfigErrors) -> Option<Dns
             return None;
         }
         let cfg: cares::CaresDnsResolverConfig = unpack(any, &tp, errs)?;
+        spec.query_timeout = cfg
+            .query_timeout_seconds
+            .map(|v| Duration::from_secs(v.value.into()))
+            .filter(|d| !d.is_zero());
+        spec.query_tries = cfg.query_tries.map(|v| v.value).filter(|t| *t > 0);
         (
             cfg.resolvers,
             cfg.dns_resolver_options,
@@ -461,5 +478,103 @@ pub(crate) fn check_endpoints(
                  lb_endpoint",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(cluster: &str) -> Result<crate::model::Config, ConfigErrors> {
+        let yaml = format!("static_resources:\n  clusters:\n{cluster}");
+        let src = crate::Source {
+            path: None,
+            yaml: Some(&yaml),
+        };
+        crate::load_bootstrap(&src, &crate::CompileOptions::default())
+    }
+
+    fn error_of(cluster: &str) -> String {
+        match load(cluster) {
+            Ok(_) => panic!("accepted: {cluster}"),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    const EP: &str = "{lb_endpoints: [{endpoint: {address: {socket_address: {address: backend.test, port_value: 8080}}}}]}";
+
+    #[test]
+    fn strict_dns_keeps_names_and_settings() {
+        let cfg = load(&format!(
+            "  - name: d\n    type: STRICT_DNS\n    connect_timeout: 1s\n    dns_refresh_rate: 2s\n    respect_dns_ttl: true\n    dns_lookup_family: V4_ONLY\n    dns_failure_refresh_rate: {{base_interval: 1s, max_interval: 4s}}\n    typed_dns_resolver_config:\n      name: envoy.network.dns_resolver.cares\n      typed_config:\n        \"@type\": type.googleapis.com/{CARES_RESOLVER_TYPE}\n        resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: 5353}}}}]\n        query_tries: 1\n    load_assignment:\n      cluster_name: d\n      endpoints: [{EP}]\n"
+        ))
+        .expect("valid");
+        let c = &cfg.clusters[0];
+        let DiscoverySpec::StrictDns(d) = &c.discovery else {
+            panic!("{:?}", c.discovery)
+        };
+        assert_eq!(
+            d.targets,
+            vec![DnsTarget {
+                name: "backend.test".into(),
+                port: 8080
+            }]
+        );
+        assert_eq!(d.refresh_rate, Duration::from_secs(2));
+        assert!(d.respect_dns_ttl);
+        assert_eq!(d.lookup_family, DnsLookupFamily::V4Only);
+        assert_eq!(
+            d.failure_refresh,
+            Some((Duration::from_secs(1), Duration::from_secs(4)))
+        );
+        assert_eq!(d.resolvers, vec!["127.0.0.1:5353".parse().expect("addr")]);
+        assert_eq!(d.query_tries, Some(1));
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.endpoints[0].address.port(), 8080);
+    }
+
+    #[test]
+    fn static_clusters_still_need_ips() {
+        let e = error_of(&format!(
+            "  - name: s\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: s\n      endpoints: [{EP}]\n"
+        ));
+        assert!(e.contains("not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn envoy_rules_for_logical_dns_and_original_dst() {
+        let two = "{lb_endpoints: [{endpoint: {address: {socket_address: {address: a.test, port_value: 1}}}}, {endpoint: {address: {socket_address: {address: b.test, port_value: 1}}}}]}";
+        let e = error_of(&format!(
+            "  - name: l\n    type: LOGICAL_DNS\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: l\n      endpoints: [{two}]\n"
+        ));
+        assert!(
+            e.contains("single locality_lb_endpoint and a single lb_endpoint"),
+            "{e}"
+        );
+        let e = error_of("  - name: o\n    type: ORIGINAL_DST\n    connect_timeout: 1s\n");
+        assert!(e.contains("Only 'CLUSTER_PROVIDED' is allowed"), "{e}");
+        let e = error_of(&format!(
+            "  - name: o\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: o\n      endpoints: [{EP}]\n"
+        ));
+        assert!(e.contains("must have no load assignment"), "{e}");
+        let e = error_of("  - name: s\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n");
+        assert!(e.contains("did not provide one"), "{e}");
+        let e = error_of(
+            "  - name: e\n    type: EDS\n    connect_timeout: 1s\n    eds_cluster_config: {}\n",
+        );
+        assert!(e.contains("EDS"), "{e}");
+        let cfg = load(
+            "  - name: o\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n    cleanup_interval: 1s\n    original_dst_lb_config: {use_http_header: true, http_header_name: X-Dst}\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.clusters[0].discovery,
+            DiscoverySpec::OriginalDst(OriginalDstSpec {
+                use_http_header: true,
+                header_name: "x-dst".into(),
+                port_override: None,
+                cleanup_interval: Duration::from_secs(1),
+            })
+        );
     }
 }

@@ -73,6 +73,12 @@ pub fn build_resolver(spec: &DnsSpec) -> Result<TokioResolver, String> {
         TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
     };
     let o = builder.options_mut();
+    if let Some(t) = spec.query_timeout {
+        o.timeout = t;
+    }
+    if let Some(n) = spec.query_tries {
+        o.attempts = n as usize;
+    }
     // Each refresh asks the servers again, as Envoy does (no answer cache).
     o.cache_size = 0;
     o.use_hosts_file = ResolveHosts::Always;
