@@ -166,7 +166,11 @@ fn strict_dns_hosts_follow_the_answers() {
     assert_eq!(seen.get("127.0.0.4"), Some(&10), "{seen:?}");
     // Unchanged answers (every 0.2 s) rebuild nothing.
     assert!(
-        strait.wait_stat("cluster.svc.update_no_rebuild", Duration::from_secs(3), |v| v >= 1),
+        strait.wait_stat(
+            "cluster.svc.update_no_rebuild",
+            Duration::from_secs(3),
+            |v| v >= 1
+        ),
         "{:?}",
         strait.stats()
     );

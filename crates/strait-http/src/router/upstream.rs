@@ -1198,12 +1198,13 @@ pub fn failure_reply(
             if let Some(l) = finish.log.as_mut() {
                 l.upstream_failure = error.transport_failure_reason();
             }
-            (
-                status,
-                Bytes::from(body),
-                "upstream_reset_before_response_started",
-                true,
-            )
+            // Envoy appends the reset reason in braces; only overflow's is done so far.
+            let details = if matches!(error, UpstreamError::Overflow) {
+                "upstream_reset_before_response_started{overflow}"
+            } else {
+                "upstream_reset_before_response_started"
+            };
+            (status, Bytes::from(body), details, true)
         }
         FailureKind::Timeout {
             per_try,
