@@ -217,6 +217,10 @@ impl Cluster {
             discovery,
         };
         c.publish_membership_stats(&c.snapshot.load());
+        if !c.snapshot.load().hosts.is_empty() {
+            // Envoy counts a STATIC cluster's initial hosts as one membership change.
+            c.discovery.stats.membership_change.inc();
+        }
         c
     }
 

@@ -274,15 +274,12 @@ fn apply(
             None => Arc::new(Host::new(&ep, *a, &cluster.discovery.store)),
         })
         .collect();
-    // A LOGICAL_DNS address change is not a membership change in Envoy (same logical host).
-    let membership = !(logical && !old.is_empty());
     lists[index] = new;
     let all: Vec<Arc<Host>> = lists.iter().flatten().cloned().collect();
     drop(lists);
     cluster.set_hosts(all);
-    if membership {
-        cluster.discovery.stats.membership_change.inc();
-    }
+    // A LOGICAL_DNS address change counts too, as in Envoy 1.40.
+    cluster.discovery.stats.membership_change.inc();
 }
 
 /// Envoy's jittered exponential back-off: a random wait below

@@ -1,5 +1,6 @@
 //! ORIGINAL_DST: a host per original destination, created by the worker that first needs
-//! it and removed by the control thread after a `cleanup_interval` unused.
+//! it and removed by the control thread once a whole `cleanup_interval` passed without a
+//! pick and without a connection to it.
 //!
 //! Workers look hosts up in an immutable map swapped with arc-swap (no lock). A worker that
 //! finds no host creates one, uses it at once and sends it to the control task over a
@@ -140,9 +141,10 @@ async fn control(
                 let current = od.map.load();
                 let mut keep = HashMap::with_capacity(current.len());
                 for (addr, e) in current.iter() {
-                    // Unused since the last sweep: removed. Used: kept, and must be used
-                    // again before the next sweep.
-                    if e.used.swap(false, Ordering::Relaxed) {
+                    // Kept while picked since the last sweep or holding connections (in
+                    // Envoy 1.40 a host's connection pools keep it in use, idle ones too).
+                    let picked = e.used.swap(false, Ordering::Relaxed);
+                    if picked || e.host.stats.cx_active.value() > 0 {
                         keep.insert(*addr, e.clone());
                     }
                 }
