@@ -313,6 +313,13 @@ impl Cluster {
         self.snapshot.load().choose(ctx).cloned()
     }
 
+    /// Waits until the cluster knows its first host set (Envoy's cluster initialization:
+    /// a DNS cluster after every name's first resolution, success or failure; others at
+    /// once). Envoy starts its listeners only after every cluster initialized.
+    pub async fn initialized(&self) {
+        self.discovery.init.wait().await;
+    }
+
     /// The destination an ORIGINAL_DST cluster would use for a request (`None` for other
     /// cluster types): fill [`LbContext::original_dst`] with it.
     pub fn original_dst(

@@ -116,6 +116,7 @@ pub fn start(cluster: &Arc<Cluster>) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             tracing::error!(cluster = %cluster.name, "DNS resolver: {e}");
+            cluster.discovery.init.complete(true);
             return;
         }
     };
@@ -180,6 +181,7 @@ async fn resolve_loop(
     rstats: ResolverStats,
 ) {
     let mut failures: u32 = 0;
+    let mut first = true;
     loop {
         // Holding the cluster only between awaits lets a removed cluster end its task.
         let Some(spec) = weak.upgrade().map(|c| c.spec.clone()) else {
@@ -222,6 +224,9 @@ async fn resolve_loop(
                 }
             }
         };
+        if std::mem::take(&mut first) {
+            cluster.discovery.init.complete(false);
+        }
         drop(cluster);
         let jitter = dns
             .jitter
@@ -311,6 +316,101 @@ fn random_below(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strait_config::model::{ClusterSpec, DnsTarget};
+    use strait_testkit::TestDns;
+
+    fn spec(dns: &TestDns, names: &[&str], logical: bool) -> ClusterSpec {
+        let mut c =
+            ClusterSpec::static_http1("d", &vec!["0.0.0.0:80".parse().expect("addr"); names.len()]);
+        let d = DnsSpec {
+            targets: names
+                .iter()
+                .map(|n| DnsTarget {
+                    name: n.to_string(),
+                    port: 80,
+                })
+                .collect(),
+            refresh_rate: Duration::from_secs(60),
+            failure_refresh: None,
+            respect_dns_ttl: false,
+            jitter: None,
+            lookup_family: DnsLookupFamily::All,
+            resolvers: vec![dns.addr()],
+            use_tcp: false,
+            no_default_search_domain: false,
+            query_timeout: Some(Duration::from_secs(1)),
+            query_tries: Some(1),
+        };
+        c.discovery = if logical {
+            DiscoverySpec::LogicalDns(d)
+        } else {
+            DiscoverySpec::StrictDns(d)
+        };
+        c
+    }
+
+    #[tokio::test]
+    async fn resolution_reports_addresses_and_ttl() {
+        let dns = TestDns::start().expect("dns");
+        dns.set(
+            "a.test",
+            &["127.0.0.7".parse().expect("ip"), "::1".parse().expect("ip")],
+        );
+        dns.set_ttl(42);
+        let s = spec(&dns, &["a.test"], false);
+        let r = build_resolver(s.discovery.dns().expect("dns")).expect("resolver");
+        let stats = ResolverStats::new(&Store::new(1));
+        let Resolution::Done(ips, ttl) = resolve(&r, "a.test", &stats).await else {
+            panic!("failed")
+        };
+        assert_eq!(ips.len(), 2, "{ips:?}");
+        assert!(ips.contains(&"127.0.0.7".parse().expect("ip")));
+        assert_eq!(ttl, Some(Duration::from_secs(42)));
+        assert_eq!(
+            resolve(&r, "missing.test", &stats).await,
+            Resolution::Done(Vec::new(), None),
+            "NXDOMAIN is an empty answer"
+        );
+        assert_eq!(stats.not_found.value(), 1);
+    }
+
+    #[tokio::test]
+    async fn cluster_initializes_after_every_first_resolution() {
+        let dns = TestDns::start().expect("dns");
+        dns.set(
+            "a.test",
+            &[
+                "127.0.0.7".parse().expect("ip"),
+                "127.0.0.8".parse().expect("ip"),
+            ],
+        );
+        dns.set("b.test", &["127.0.0.9".parse().expect("ip")]);
+        let store = Store::new(1);
+        let c = Arc::new(Cluster::new(
+            Arc::new(spec(&dns, &["a.test", "b.test"], false)),
+            &store,
+            1,
+        ));
+        assert!(c.hosts().is_empty(), "nothing before the first answer");
+        crate::discovery::start(&c);
+        c.initialized().await;
+        let mut addrs: Vec<String> = c.hosts().iter().map(|h| h.address.to_string()).collect();
+        addrs.sort();
+        assert_eq!(addrs, ["127.0.0.7:80", "127.0.0.8:80", "127.0.0.9:80"]);
+        assert!(c.hosts().iter().all(|h| h.hostname.ends_with(".test")));
+
+        // LOGICAL_DNS: one host, the first address.
+        let l = Arc::new(Cluster::new(
+            Arc::new(spec(&dns, &["a.test"], true)),
+            &store,
+            1,
+        ));
+        crate::discovery::start(&l);
+        l.initialized().await;
+        let hosts = l.hosts();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].address.to_string(), "127.0.0.7:80");
+    }
 
     #[test]
     fn backoff_stays_within_bounds() {

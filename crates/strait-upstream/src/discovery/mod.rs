@@ -8,6 +8,7 @@ pub mod dns;
 pub mod original_dst;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strait_config::model::{ClusterSpec, DiscoverySpec};
 use strait_stats::{Counter, Gauge, Store};
@@ -44,12 +45,56 @@ impl DiscoveryStats {
     }
 }
 
+/// Whether a cluster has its first host set (Envoy's cluster initialization): DNS
+/// clusters once every name had its first answer or failure, others at once.
+#[derive(Debug, Default)]
+pub struct Init {
+    /// Names still waiting for their first resolution.
+    remaining: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Init {
+    /// One name had its first resolution (or discovery could not start at all: `all`).
+    pub(crate) fn complete(&self, all: bool) {
+        let before = if all {
+            self.remaining.swap(0, Ordering::AcqRel)
+        } else {
+            self.remaining
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .unwrap_or(0)
+        };
+        if before <= 1 {
+            self.done.notify_waiters();
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits until the cluster is initialized.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// What a cluster's discovery keeps next to the cluster.
 #[derive(Debug)]
 pub struct DiscoveryState {
     pub stats: DiscoveryStats,
     /// The host map of an ORIGINAL_DST cluster.
     pub original_dst: Option<original_dst::OriginalDst>,
+    /// First host set known.
+    pub init: Init,
     /// Handles used to create hosts (their stats are not in the store's listing).
     pub(crate) store: Store,
 }
@@ -61,6 +106,10 @@ impl DiscoveryState {
             original_dst: match &spec.discovery {
                 DiscoverySpec::OriginalDst(o) => Some(original_dst::OriginalDst::new(o.clone())),
                 _ => None,
+            },
+            init: Init {
+                remaining: AtomicUsize::new(spec.discovery.dns().map_or(0, |d| d.targets.len())),
+                done: tokio::sync::Notify::new(),
             },
             store: store.clone(),
         }
