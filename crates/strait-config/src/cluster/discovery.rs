@@ -356,7 +356,7 @@ fn dns(c: &cl::Cluster, path: &FieldPath, errs: &mut ConfigErrors) -> Option<Dns
         let cfg: cares::CaresDnsResolverConfig = unpack(any, &tp, errs)?;
         spec.query_timeout = cfg
             .query_timeout_seconds
-            .map(|v| Duration::from_secs(v.value.into()))
+            .map(|v| Duration::from_secs(v.value))
             .filter(|d| !d.is_zero());
         spec.query_tries = cfg.query_tries.map(|v| v.value).filter(|t| *t > 0);
         (
