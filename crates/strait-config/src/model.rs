@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use strait_accesslog::Formatter;
 
-pub use crate::cluster::circuit::{CircuitBreakersSpec, Thresholds};
-pub use crate::cluster::discovery::DiscoverySpec;
+pub use crate::cluster::circuit::{CircuitBreakersSpec, RetryBudget, Thresholds};
+pub use crate::cluster::discovery::{
+    DiscoverySpec, DnsLookupFamily, DnsSpec, DnsTarget, OriginalDstSpec,
+};
 pub use crate::cluster::health::HealthCheckSpec;
 pub use crate::cluster::lb::{LbPolicy, LbSpec};
 pub use crate::cluster::locality::{CommonLbSpec, EdsHealthStatus};
@@ -132,6 +134,9 @@ pub struct ClusterSpec {
     pub h2: H2Settings,
     pub idle_timeout: Option<Duration>,
     pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.max_connection_duration`: an upstream connection is
+    /// drained (no new requests, closed when idle) after this long.
+    pub max_connection_duration: Option<Duration>,
     pub buffer_limit_bytes: u32,
 }
 
@@ -210,6 +215,7 @@ impl ClusterSpec {
             h2: H2Settings::default(),
             idle_timeout: None,
             max_requests_per_connection: None,
+            max_connection_duration: None,
             buffer_limit_bytes: 1 << 20,
         }
     }

@@ -181,6 +181,7 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
     crate::cluster::health::REDIS_TYPE,
+    "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
 ];
 
 /// Every (message, fields) entry: this table plus the ones the routing modules keep next

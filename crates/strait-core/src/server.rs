@@ -176,6 +176,7 @@ pub fn run(config: Config, opts: ServerOptions) -> Result<i32, String> {
         // every host has had its first check (until then `/ready` says PRE_INITIALIZING).
         state.set_state(State::PreInitializing);
         for c in &clusters.order {
+            c.initialized().await;
             strait_upstream::health::initialized(c).await;
         }
         let _ = ready_tx.send(true);

@@ -19,11 +19,8 @@ fn hosts(n: usize, weighted: bool) -> Vec<Arc<Host>> {
             let ip = Ipv4Addr::from(0x0a00_0000u32 + i as u32 + 1);
             let address = SocketAddr::new(ip.into(), 8080);
             let spec = EndpointSpec {
-                address,
                 weight: if weighted { 1 + (i % 5) as u32 } else { 1 },
-                hostname: String::new(),
-                priority: 0,
-                locality: Arc::default(),
+                ..EndpointSpec::at(address)
             };
             Arc::new(Host::new(&spec, address, &store))
         })

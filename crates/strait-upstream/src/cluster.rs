@@ -2,7 +2,6 @@
 //! them without locks. Per-worker load-balancer state lives in per-slot cells.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
@@ -10,6 +9,8 @@ use arc_swap::{ArcSwap, Guard};
 use strait_config::model::{ClusterSpec, Config};
 use strait_stats::{Counter, Gauge, Histogram, HistogramUnit, StatusCounters, Store};
 
+use crate::circuit::{CircuitBreakers, Priority, Resources};
+use crate::discovery::DiscoveryState;
 use crate::host::{Host, HostHealth};
 use crate::lb::{HostSnapshot, LbContext, LbStats};
 
@@ -176,26 +177,34 @@ pub struct Cluster {
     snapshot: ArcSwap<HostSnapshot>,
     /// Worker slots, for per-worker load-balancer state.
     slots: usize,
-    /// Retries in progress (scheduled or running), for the `max_retries` circuit breaker.
-    retries_active: AtomicU32,
     /// Load-balancer stats, shared by every snapshot.
     lb_stats: Arc<LbStats>,
     /// The outlier detector's success-rate figures, for `/clusters`.
     pub outlier_rates: Arc<crate::outlier::ClusterRates>,
+    /// Circuit breakers (`circuit_breakers`) and their overflow stats.
+    pub breakers: CircuitBreakers,
+    /// Discovery stats and state (ORIGINAL_DST's host map).
+    pub discovery: DiscoveryState,
 }
 
 impl Cluster {
     pub fn new(spec: Arc<ClusterSpec>, store: &Store, slots: usize) -> Self {
         let stats = ClusterStats::new(store, &spec.name);
-        let hosts: Vec<Arc<Host>> = spec
-            .endpoints
-            .iter()
-            .map(|e| {
-                let h = Arc::new(Host::new(e, e.address, store));
-                crate::health::prepare_host(&spec, &h);
-                h
-            })
-            .collect();
+        // DNS and ORIGINAL_DST clusters start empty: discovery adds their hosts.
+        let hosts: Vec<Arc<Host>> = if spec.discovery.hosts_from_config() {
+            spec.endpoints
+                .iter()
+                .map(|e| {
+                    let h = Arc::new(Host::new(e, e.address, store));
+                    crate::health::prepare_host(&spec, &h);
+                    h
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let breakers = CircuitBreakers::new(&spec.circuit_breakers, store, &spec.name);
+        let discovery = DiscoveryState::new(&spec, store);
         let lb_stats = Arc::new(LbStats::new(
             store,
             &spec.name,
@@ -210,11 +219,16 @@ impl Cluster {
             stats,
             snapshot: ArcSwap::from_pointee(snapshot),
             slots,
-            retries_active: AtomicU32::new(0),
             outlier_rates: Arc::default(),
             lb_stats,
+            breakers,
+            discovery,
         };
         c.publish_membership_stats(&c.snapshot.load());
+        if !c.snapshot.load().hosts.is_empty() {
+            // Envoy counts a STATIC cluster's initial hosts as one membership change.
+            c.discovery.stats.membership_change.inc();
+        }
         c
     }
 
@@ -263,32 +277,71 @@ impl Cluster {
             .set(snap.hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
     }
 
-    /// Takes a slot of the cluster's retry circuit breaker (`max_retries`). `false` when it
-    /// is full: the retry overflows (`upstream_rq_retry_overflow`).
+    /// The circuit-breaker resources of a routing priority.
+    pub fn resources(&self, p: Priority) -> &Resources {
+        self.breakers.get(p)
+    }
+
+    /// Takes a slot of the cluster's retry circuit breaker (`max_retries` or
+    /// `retry_budget`, DEFAULT priority). `false` when it is full: the retry overflows
+    /// (`upstream_rq_retry_overflow`).
     pub fn try_start_retry(&self) -> bool {
-        let max = self.spec.circuit_breakers.default.max_retries;
-        self.retries_active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+        self.try_start_retry_at(Priority::Default)
+    }
+
+    /// [`Cluster::try_start_retry`] for the route's priority.
+    pub fn try_start_retry_at(&self, p: Priority) -> bool {
+        match self.resources(p).try_retry() {
+            Some(slot) => {
+                slot.forget();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Gives back a slot taken by [`Cluster::try_start_retry`].
     pub fn end_retry(&self) {
-        let _ = self
-            .retries_active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.end_retry_at(Priority::Default);
     }
 
-    /// Retries currently holding a circuit-breaker slot.
+    /// Gives back a slot taken by [`Cluster::try_start_retry_at`].
+    pub fn end_retry_at(&self, p: Priority) {
+        self.resources(p).end_retry();
+    }
+
+    /// Retries currently holding a circuit-breaker slot (DEFAULT priority).
     pub fn retries_active(&self) -> u32 {
-        self.retries_active.load(Ordering::Acquire)
+        self.resources(Priority::Default).retries_active() as u32
     }
 
-    /// Picks a host for a request. No lock, no allocation (one reference-count increment).
+    /// Picks a host for a request. No lock, no allocation (one reference-count increment;
+    /// an ORIGINAL_DST cluster allocates once per new destination).
     pub fn choose_host(&self, ctx: &LbContext<'_>) -> Option<Arc<Host>> {
+        if let Some(od) = &self.discovery.original_dst {
+            return ctx.original_dst.and_then(|dst| od.choose(self, dst));
+        }
         self.snapshot.load().choose(ctx).cloned()
+    }
+
+    /// Waits until the cluster knows its first host set (Envoy's cluster initialization:
+    /// a DNS cluster after every name's first resolution, success or failure; others at
+    /// once). Envoy starts its listeners only after every cluster initialized.
+    pub async fn initialized(&self) {
+        self.discovery.init.wait().await;
+    }
+
+    /// The destination an ORIGINAL_DST cluster would use for a request (`None` for other
+    /// cluster types): fill [`LbContext::original_dst`] with it.
+    pub fn original_dst(
+        &self,
+        headers: &http::HeaderMap,
+        restored_local: Option<std::net::SocketAddr>,
+    ) -> Option<std::net::SocketAddr> {
+        self.discovery
+            .original_dst
+            .as_ref()
+            .and_then(|od| od.destination(self, headers, restored_local))
     }
 }
 

@@ -6,6 +6,7 @@
 //! connection manager builds it) or retries (the router decides).
 
 pub mod body;
+pub mod circuit;
 pub mod cluster;
 pub mod discovery;
 pub mod health;
@@ -16,6 +17,7 @@ pub mod pool;
 pub mod shadow;
 
 pub use body::{RequestBody, StreamCounters};
+pub use circuit::Priority;
 pub use cluster::{Cluster, ClusterManager};
 pub use host::{Host, HostHealth, health_flag};
 pub use lb::{HostSnapshot, LbContext};

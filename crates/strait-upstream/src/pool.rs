@@ -8,7 +8,16 @@
 //! request hyper did not write is sent again, and so is an idempotent request without a
 //! body (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) that was written but got no response byte
 //! before the close, each time on another connection and at most once on a fresh one.
-//! HTTP/2 keeps one multiplexed connection per host per worker.
+//! HTTP/2 multiplexes requests on a connection per host per worker, and opens another one
+//! when every connection has `max_concurrent_streams` streams or has carried
+//! `max_requests_per_connection` requests, as Envoy does.
+//!
+//! Circuit breakers apply here, where Envoy's connection pool applies them: a request that
+//! needs a new connection is pending (`max_pending_requests`); a new connection needs a
+//! `max_connections` slot, except that a worker with no connection to the host may always
+//! open one, and otherwise the request waits for one of the worker's connections to that
+//! host to come free; a request given a connection needs a `max_requests` slot, held until
+//! its response ends. A refused request fails with [`UpstreamError::Overflow`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,7 +25,7 @@ use std::error::Error as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -32,6 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{RequestBody, StreamCounters};
+use crate::circuit::{Priority, Resources, Slot};
 use crate::cluster::Cluster;
 use crate::host::Host;
 
@@ -53,6 +63,9 @@ pub enum UpstreamError {
     /// The upstream sent bytes that are not a valid response head, or closed in the middle
     /// of one (Envoy: `protocol error`, answered with a 502).
     Protocol(hyper::Error),
+    /// A circuit breaker (`max_pending_requests`, `max_requests`) refused the request
+    /// (Envoy: `overflow`, a 503 with `x-envoy-overloaded: true` and response flag UO).
+    Overflow,
 }
 
 impl UpstreamError {
@@ -65,6 +78,7 @@ impl UpstreamError {
             UpstreamError::RemoteReset { refused: true, .. } => "remote refused stream reset",
             UpstreamError::RemoteReset { refused: false, .. } => "remote reset",
             UpstreamError::Protocol(_) => "protocol error",
+            UpstreamError::Overflow => "overflow",
         }
     }
 
@@ -87,7 +101,8 @@ impl UpstreamError {
             }
             UpstreamError::Reset(_)
             | UpstreamError::RemoteReset { .. }
-            | UpstreamError::Protocol(_) => None,
+            | UpstreamError::Protocol(_)
+            | UpstreamError::Overflow => None,
         }
     }
 }
@@ -138,12 +153,32 @@ struct IdleH1 {
     uses: u32,
     /// Bytes the connection has read so far (response bytes, for the keep-alive race).
     rx: Arc<AtomicU64>,
+    opened: Instant,
+}
+
+/// One HTTP/2 connection of a worker's pool.
+struct H2Conn {
+    tx: http2::SendRequest<RequestBody>,
+    /// Streams open on it (decremented from any thread when a stream ends).
+    active: Arc<AtomicU32>,
+    /// Streams it has carried (for `max_requests_per_connection`).
+    total: u32,
+    opened: Instant,
+}
+
+/// A worker's connections to one host: how many there are (connecting ones included) and
+/// a wake-up for requests waiting for one of them to come free.
+#[derive(Default)]
+struct WorkerHost {
+    conns: AtomicU32,
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct WorkerPools {
     h1: HashMap<u64, Vec<IdleH1>>,
-    h2: HashMap<u64, http2::SendRequest<RequestBody>>,
+    h2: HashMap<u64, Vec<H2Conn>>,
+    hosts: HashMap<u64, Arc<WorkerHost>>,
     /// HTTP/2 connections being opened: requests for the same host wait for it instead of
     /// opening their own (Envoy attaches pending streams to a connecting connection too).
     h2_connecting: HashMap<u64, Arc<tokio::sync::Notify>>,
@@ -209,6 +244,104 @@ impl Drop for HeadCopy {
             }
         });
     }
+}
+
+fn worker_host(host_id: u64) -> Arc<WorkerHost> {
+    POOLS.with(|p| p.borrow_mut().hosts.entry(host_id).or_default().clone())
+}
+
+/// A `max_connections` slot plus the worker's count of connections to the host, held from
+/// the start of the connect to the close.
+struct CxSlot {
+    worker_host: Arc<WorkerHost>,
+    _slot: Slot,
+}
+
+impl CxSlot {
+    fn new(worker_host: Arc<WorkerHost>, slot: Slot) -> Self {
+        worker_host.conns.fetch_add(1, Ordering::AcqRel);
+        CxSlot {
+            worker_host,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for CxSlot {
+    fn drop(&mut self) {
+        self.worker_host.conns.fetch_sub(1, Ordering::AcqRel);
+        self.worker_host.freed.notify_one();
+    }
+}
+
+/// Takes a connection slot for a new connection to `host`: a free `max_connections` slot,
+/// or any slot when this worker has no connection to the host at all (Envoy never leaves a
+/// pool without a connection). `None`: the request must wait for one of the worker's
+/// connections.
+fn try_cx_slot(res: &Resources, wh: &Arc<WorkerHost>) -> Option<CxSlot> {
+    let slot = match res.connections.try_acquire() {
+        Some(s) => s,
+        None if wh.conns.load(Ordering::Acquire) == 0 => res.connections.acquire_anyway(),
+        None => return None,
+    };
+    Some(CxSlot::new(wh.clone(), slot))
+}
+
+/// A request waiting for a connection: a `max_pending_requests` slot and the
+/// `upstream_rq_pending_active` gauge.
+struct Pending {
+    _slot: Slot,
+    gauge: strait_stats::Gauge,
+}
+
+impl Pending {
+    fn start(cluster: &Cluster, res: &Resources) -> Result<Pending, UpstreamError> {
+        let stats = &cluster.breakers.stats;
+        let Some(slot) = res.pending.try_acquire() else {
+            stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamError::Overflow);
+        };
+        stats.upstream_rq_pending_active.inc();
+        Ok(Pending {
+            _slot: slot,
+            gauge: stats.upstream_rq_pending_active.clone(),
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// What a request holds until its upstream stream ends: its `max_requests` slot and, on
+/// HTTP/2, its place on the connection.
+struct StreamEnd {
+    _request: Slot,
+    h2_active: Option<Arc<AtomicU32>>,
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        if let Some(a) = &self.h2_active {
+            a.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn take_request_slot(cluster: &Cluster, res: &Resources) -> Result<Slot, UpstreamError> {
+    res.try_request().ok_or_else(|| {
+        cluster.breakers.stats.upstream_rq_active_overflow.inc();
+        UpstreamError::Overflow
+    })
+}
+
+fn expired(cluster: &Cluster, opened: Instant) -> bool {
+    cluster
+        .spec
+        .max_connection_duration
+        .is_some_and(|d| opened.elapsed() >= d)
 }
 
 /// Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2).
@@ -320,9 +453,21 @@ pub async fn send_request(
     req: Request<RequestBody>,
     counters: &StreamCounters,
 ) -> Result<UpstreamResponse, UpstreamError> {
+    send_request_at(cluster, host, req, counters, Priority::Default).await
+}
+
+/// [`send_request`] under the circuit breakers of the route's `priority`.
+pub async fn send_request_at(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    req: Request<RequestBody>,
+    counters: &StreamCounters,
+    priority: Priority,
+) -> Result<UpstreamResponse, UpstreamError> {
+    let res = cluster.resources(priority);
     match cluster.spec.protocol {
-        UpstreamProtocol::Http1 => send_h1(cluster, host, req, counters).await,
-        UpstreamProtocol::Http2 => send_h2(cluster, host, req, counters).await,
+        UpstreamProtocol::Http1 => send_h1(cluster, host, req, counters, res).await,
+        UpstreamProtocol::Http2 => send_h2(cluster, host, req, counters, res).await,
     }
 }
 
@@ -339,6 +484,14 @@ fn take_idle_h1(cluster: &Cluster, host: &Host) -> Option<IdleH1> {
                 cluster.stats.upstream_cx_idle_timeout.inc();
                 continue; // dropping the sender closes the connection
             }
+            if expired(cluster, c.opened) {
+                cluster
+                    .breakers
+                    .stats
+                    .upstream_cx_max_duration_reached
+                    .inc();
+                continue;
+            }
             return Some(c);
         }
         None
@@ -346,13 +499,18 @@ fn take_idle_h1(cluster: &Cluster, host: &Host) -> Option<IdleH1> {
 }
 
 fn put_idle_h1(host_id: u64, c: IdleH1) {
-    POOLS.with(|p| {
+    let wh = POOLS.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.h1.entry(host_id).or_default();
         if list.len() < MAX_IDLE_PER_HOST {
             list.push(c);
         }
+        p.hosts.get(&host_id).cloned()
     });
+    // A request may be waiting for this connection (connection limit reached).
+    if let Some(wh) = wh {
+        wh.freed.notify_one();
+    }
 }
 
 async fn connect(cluster: &Cluster, host: &Host) -> Result<TcpStream, UpstreamError> {
@@ -390,21 +548,24 @@ async fn connect(cluster: &Cluster, host: &Host) -> Result<TcpStream, UpstreamEr
     Ok(stream)
 }
 
-/// Keeps the active-connection gauges right for the life of a connection task.
+/// Keeps the active-connection gauges right for the life of a connection task, and holds
+/// its connection slot.
 struct CxGuard {
     cluster: Arc<Cluster>,
     host: Arc<Host>,
     opened: Instant,
+    _slot: CxSlot,
 }
 
 impl CxGuard {
-    fn new(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Self {
+    fn new(cluster: &Arc<Cluster>, host: &Arc<Host>, slot: CxSlot) -> Self {
         cluster.stats.upstream_cx_active.inc();
         host.stats.cx_active.inc();
         CxGuard {
             cluster: cluster.clone(),
             host: host.clone(),
             opened: Instant::now(),
+            _slot: slot,
         }
     }
 }
@@ -424,6 +585,7 @@ impl Drop for CxGuard {
 async fn new_h1(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
+    slot: CxSlot,
 ) -> Result<(http1::SendRequest<RequestBody>, Arc<AtomicU64>), UpstreamError> {
     let stream = connect(cluster, host).await?;
     let (io, rx) = upstream_io(cluster, stream);
@@ -432,7 +594,7 @@ async fn new_h1(
         .await
         .map_err(UpstreamError::Reset)?;
     cluster.stats.upstream_cx_http1_total.inc();
-    let guard = CxGuard::new(cluster, host);
+    let guard = CxGuard::new(cluster, host, slot);
     tokio::spawn(async move {
         let _guard = guard;
         let _ = conn.await;
@@ -440,31 +602,82 @@ async fn new_h1(
     Ok((tx, rx))
 }
 
+/// A connection for a request that found no idle one: a new connection, or, at the
+/// connection limit, one of the worker's connections to the host once it comes free. The
+/// request is pending meanwhile.
+async fn h1_connection(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    res: &Resources,
+) -> Result<H1Conn, UpstreamError> {
+    let _pending = Pending::start(cluster, res)?;
+    let wh = worker_host(host.id);
+    let mut overflow_counted = false;
+    loop {
+        if let Some(c) = take_idle_h1(cluster, host) {
+            return Ok(H1Conn::Idle(c));
+        }
+        if let Some(slot) = try_cx_slot(res, &wh) {
+            let (tx, rx) = new_h1(cluster, host, slot).await?;
+            return Ok(H1Conn::New(tx, rx));
+        }
+        if !overflow_counted {
+            cluster.breakers.stats.upstream_cx_overflow.inc();
+            overflow_counted = true;
+        }
+        wh.freed.notified().await;
+    }
+}
+
+enum H1Conn {
+    Idle(IdleH1),
+    New(http1::SendRequest<RequestBody>, Arc<AtomicU64>),
+}
+
 async fn send_h1(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     mut req: Request<RequestBody>,
     counters: &StreamCounters,
+    res: &Resources,
 ) -> Result<UpstreamResponse, UpstreamError> {
     // Every usable pooled connection that fails in the keep-alive race, then one fresh one:
     // each turn of the loop consumes a pooled connection, a fresh one never loops.
     loop {
-        let (mut tx, uses, fresh, rx) = match take_idle_h1(cluster, host) {
-            Some(mut c) => {
+        let got = match take_idle_h1(cluster, host) {
+            Some(c) => H1Conn::Idle(c),
+            None => h1_connection(cluster, host, res).await?,
+        };
+        let (mut tx, uses, fresh, rx, opened) = match got {
+            H1Conn::Idle(mut c) => {
                 // Just released connections may still be finishing the previous exchange.
                 if c.tx.ready().await.is_err() {
                     continue;
                 }
-                (c.tx, c.uses, false, c.rx)
+                (c.tx, c.uses, false, c.rx, c.opened)
             }
-            None => {
-                let (tx, rx) = new_h1(cluster, host).await?;
-                (tx, 0, true, rx)
-            }
+            H1Conn::New(tx, rx) => (tx, 0, true, rx, Instant::now()),
         };
         if fresh {
             cluster.stats.upstream_rq_pending_total.inc();
         }
+        let request_slot = match take_request_slot(cluster, res) {
+            Ok(s) => s,
+            Err(e) => {
+                // The connection stays pooled for the next request, as in Envoy.
+                put_idle_h1(
+                    host.id,
+                    IdleH1 {
+                        tx,
+                        since: Instant::now(),
+                        uses,
+                        rx,
+                        opened,
+                    },
+                );
+                return Err(e);
+            }
+        };
         counters.mark_upstream_ready();
         cluster.stats.upstream_rq_total.inc();
         host.stats.rq_total.inc();
@@ -478,17 +691,32 @@ async fn send_h1(
         match tx.try_send_request(req).await {
             Ok(resp) => {
                 let uses = uses + 1;
-                let reusable = cluster
+                let limits = &cluster.breakers.stats;
+                let reusable = if cluster
                     .spec
                     .max_requests_per_connection
-                    .is_none_or(|m| uses < m);
+                    .is_some_and(|m| uses >= m)
+                {
+                    limits.upstream_cx_max_requests.inc();
+                    false
+                } else if expired(cluster, opened) {
+                    limits.upstream_cx_max_duration_reached.inc();
+                    false
+                } else {
+                    true
+                };
                 let back = reusable.then_some(PoolReturn {
                     host_id: host.id,
                     tx,
                     uses,
                     rx,
+                    opened,
                 });
-                return Ok(wrap_response(resp, back));
+                let end = StreamEnd {
+                    _request: request_slot,
+                    h2_active: None,
+                };
+                return Ok(wrap_response(resp, back, end));
             }
             Err(mut e) => {
                 let response_bytes_seen = rx.load(Ordering::Relaxed) != rx_before;
@@ -517,15 +745,27 @@ async fn send_h2(
     host: &Arc<Host>,
     req: Request<RequestBody>,
     counters: &StreamCounters,
+    res: &Resources,
 ) -> Result<UpstreamResponse, UpstreamError> {
-    let mut tx = h2_sender(cluster, host).await?;
+    let (mut tx, active) = h2_stream(cluster, host, res).await?;
+    let request_slot = match take_request_slot(cluster, res) {
+        Ok(s) => s,
+        Err(e) => {
+            active.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+    };
+    let end = StreamEnd {
+        _request: request_slot,
+        h2_active: Some(active),
+    };
     tx.ready().await.map_err(UpstreamError::Reset)?;
     counters.mark_upstream_ready();
     cluster.stats.upstream_rq_total.inc();
     host.stats.rq_total.inc();
     counters.mark_request_sent(true);
     match tx.try_send_request(req).await {
-        Ok(resp) => Ok(wrap_response(resp, None)),
+        Ok(resp) => Ok(wrap_response(resp, None, end)),
         Err(mut e) => {
             counters.mark_request_sent(e.take_message().is_none());
             Err(h2_error(e.into_error()))
@@ -534,52 +774,138 @@ async fn send_h2(
 }
 
 enum H2Lookup {
-    Ready(http2::SendRequest<RequestBody>),
+    /// A connection with room, the stream already counted on it.
+    Ready(http2::SendRequest<RequestBody>, Arc<AtomicU32>),
     Wait(Arc<tokio::sync::Notify>),
-    Connect(Arc<tokio::sync::Notify>),
+    Connect(Arc<tokio::sync::Notify>, CxSlot),
 }
 
-/// This worker's HTTP/2 connection to `host`: the pooled one, the one being opened (waited
-/// for), or a new one.
-async fn h2_sender(
+/// Streams one HTTP/2 connection may carry at once (`max_concurrent_streams`, Envoy's
+/// default 2147483647). An upstream advertising fewer makes hyper queue the excess.
+fn h2_max_streams(cluster: &Cluster) -> u32 {
+    cluster
+        .spec
+        .h2
+        .max_concurrent_streams
+        .unwrap_or(2_147_483_647)
+}
+
+/// Counts a new stream on `c`.
+fn reserve(c: &mut H2Conn) -> H2Lookup {
+    c.active.fetch_add(1, Ordering::AcqRel);
+    c.total += 1;
+    H2Lookup::Ready(c.tx.clone(), c.active.clone())
+}
+
+/// A stream on one of this worker's HTTP/2 connections to `host`: one with room, the one
+/// being opened (waited for), or a new one. At the connection limit the least busy
+/// connection takes the stream.
+async fn h2_stream(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
-) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    res: &Resources,
+) -> Result<(http2::SendRequest<RequestBody>, Arc<AtomicU32>), UpstreamError> {
+    let max_streams = h2_max_streams(cluster);
+    let max_requests = cluster.spec.max_requests_per_connection;
+    let wh = worker_host(host.id);
     let mut waited = false;
+    let mut pending: Option<Pending> = None;
     loop {
         let lookup = POOLS.with(|p| {
             let mut p = p.borrow_mut();
-            match p.h2.get(&host.id) {
-                Some(tx) if !tx.is_closed() => return H2Lookup::Ready(tx.clone()),
-                Some(_) => {
-                    p.h2.remove(&host.id);
+            let p = &mut *p;
+            let list = p.h2.entry(host.id).or_default();
+            // Closed, expired or used-up connections take no new stream; dropping the
+            // pool's sender lets them close once their streams end.
+            list.retain(|c| {
+                if c.tx.is_closed() {
+                    return false;
                 }
-                None => {}
+                if max_requests.is_some_and(|m| c.total >= m) {
+                    cluster.breakers.stats.upstream_cx_max_requests.inc();
+                    return false;
+                }
+                if expired(cluster, c.opened) {
+                    cluster
+                        .breakers
+                        .stats
+                        .upstream_cx_max_duration_reached
+                        .inc();
+                    return false;
+                }
+                true
+            });
+            if let Some(c) = list
+                .iter_mut()
+                .find(|c| c.active.load(Ordering::Acquire) < max_streams)
+            {
+                return Ok(reserve(c));
             }
-            match p.h2_connecting.get(&host.id) {
-                // After one wait that produced no connection (it failed), connect ourselves.
-                Some(n) if !waited => H2Lookup::Wait(n.clone()),
-                _ => {
+            if let Some(n) = p.h2_connecting.get(&host.id) {
+                // After one wait that produced no room (the connect failed or others took
+                // it), look for a connection of our own.
+                if !waited {
+                    return Ok(H2Lookup::Wait(n.clone()));
+                }
+            }
+            match try_cx_slot(res, &wh) {
+                Some(slot) => {
                     let n = Arc::new(tokio::sync::Notify::new());
                     p.h2_connecting.insert(host.id, n.clone());
-                    H2Lookup::Connect(n)
+                    Ok(H2Lookup::Connect(n, slot))
+                }
+                None => {
+                    cluster.breakers.stats.upstream_cx_overflow.inc();
+                    match list
+                        .iter_mut()
+                        .min_by_key(|c| c.active.load(Ordering::Acquire))
+                    {
+                        Some(c) => Ok(reserve(c)),
+                        // Only connecting connections: wait for one.
+                        None => match p.h2_connecting.get(&host.id) {
+                            Some(n) => Ok(H2Lookup::Wait(n.clone())),
+                            None => Err(()),
+                        },
+                    }
                 }
             }
         });
+        let lookup = match lookup {
+            Ok(l) => l,
+            // Unreachable in practice (a worker without connections may always open one);
+            // treat it as an overflow rather than spin.
+            Err(()) => return Err(UpstreamError::Overflow),
+        };
         match lookup {
-            H2Lookup::Ready(tx) => return Ok(tx),
+            H2Lookup::Ready(tx, active) => return Ok((tx, active)),
             H2Lookup::Wait(n) => {
+                if pending.is_none() {
+                    pending = Some(Pending::start(cluster, res)?);
+                }
                 n.notified().await;
                 waited = true;
             }
-            H2Lookup::Connect(n) => {
-                let _pending = ConnectingGuard {
+            H2Lookup::Connect(n, slot) => {
+                let _pending = match pending.take() {
+                    Some(p) => p,
+                    None => Pending::start(cluster, res)?,
+                };
+                let _connecting = ConnectingGuard {
                     host_id: host.id,
                     notify: n,
                 };
-                let tx = open_h2(cluster, host).await?;
-                POOLS.with(|p| p.borrow_mut().h2.insert(host.id, tx.clone()));
-                return Ok(tx);
+                let tx = open_h2(cluster, host, slot).await?;
+                cluster.stats.upstream_rq_pending_total.inc();
+                let active = Arc::new(AtomicU32::new(1));
+                POOLS.with(|p| {
+                    p.borrow_mut().h2.entry(host.id).or_default().push(H2Conn {
+                        tx: tx.clone(),
+                        active: active.clone(),
+                        total: 1,
+                        opened: Instant::now(),
+                    })
+                });
+                return Ok((tx, active));
             }
         }
     }
@@ -610,6 +936,7 @@ impl Drop for ConnectingGuard {
 async fn open_h2(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
+    slot: CxSlot,
 ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
     let stream = connect(cluster, host).await?;
     let (io, _rx) = upstream_io(cluster, stream);
@@ -626,7 +953,7 @@ async fn open_h2(
         .await
         .map_err(UpstreamError::Reset)?;
     cluster.stats.upstream_cx_http2_total.inc();
-    let guard = CxGuard::new(cluster, host);
+    let guard = CxGuard::new(cluster, host, slot);
     tokio::spawn(async move {
         let _guard = guard;
         let _ = conn.await;
@@ -639,12 +966,21 @@ struct PoolReturn {
     tx: http1::SendRequest<RequestBody>,
     uses: u32,
     rx: Arc<AtomicU64>,
+    opened: Instant,
 }
 
-fn wrap_response(resp: Response<Incoming>, back: Option<PoolReturn>) -> UpstreamResponse {
+fn wrap_response(
+    resp: Response<Incoming>,
+    back: Option<PoolReturn>,
+    end: StreamEnd,
+) -> UpstreamResponse {
     let (parts, body) = resp.into_parts();
     let done = body.is_end_stream();
-    let mut pooled = PooledBody { inner: body, back };
+    let mut pooled = PooledBody {
+        inner: body,
+        back,
+        stream: Some(end),
+    };
     if done {
         pooled.release();
     }
@@ -653,14 +989,16 @@ fn wrap_response(resp: Response<Incoming>, back: Option<PoolReturn>) -> Upstream
 
 /// An upstream response body that gives its HTTP/1.1 connection back to the worker's pool
 /// once read to the end. Dropped early, the connection is closed instead (its unread bytes
-/// make it unusable).
+/// make it unusable). Its circuit-breaker request slot is given back at the end too.
 pub struct PooledBody {
     inner: Incoming,
     back: Option<PoolReturn>,
+    stream: Option<StreamEnd>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
+        self.stream = None;
         if let Some(b) = self.back.take() {
             put_idle_h1(
                 b.host_id,
@@ -669,6 +1007,7 @@ impl PooledBody {
                     since: Instant::now(),
                     uses: b.uses,
                     rx: b.rx,
+                    opened: b.opened,
                 },
             );
         }
@@ -694,7 +1033,10 @@ impl Body for PooledBody {
         match &r {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.back = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.back = None;
+                this.stream = None;
+            }
             _ => {}
         }
         r

@@ -26,8 +26,12 @@ pub(crate) fn compile_cluster(
     path: &FieldPath,
     errs: &mut ConfigErrors,
 ) -> Option<ClusterSpec> {
-    let discovery = discovery::compile(c, path, errs)?;
-    let lb = lb::compile(c, path, errs);
+    let mut discovery = discovery::compile(c, path, errs)?;
+    // ORIGINAL_DST brings its own balancer (CLUSTER_PROVIDED, checked by discovery).
+    let lb = match discovery {
+        DiscoverySpec::OriginalDst(_) => LbSpec::default(),
+        _ => lb::compile(c, path, errs),
+    };
     let common_lb = locality::compile(c, path, errs);
     let subset = subset::compile(c, path, errs).map(Arc::new);
     let health_checks = health::compile(c, path, errs);
@@ -64,11 +68,13 @@ pub(crate) fn compile_cluster(
                     );
                     continue;
                 };
-                let Some(address) = socket_address(
-                    e.address.as_ref(),
-                    &bp.field("endpoint").field("address"),
-                    errs,
-                ) else {
+                let ap = bp.field("endpoint").field("address");
+                let address = if discovery.dns().is_some() {
+                    discovery::dns_endpoint(&mut discovery, e.address.as_ref(), &ap, errs)
+                } else {
+                    socket_address(e.address.as_ref(), &ap, errs)
+                };
+                let Some(address) = address else {
                     continue;
                 };
                 let weight = lbe
@@ -89,6 +95,7 @@ pub(crate) fn compile_cluster(
             }
         }
     }
+    discovery::check_endpoints(&discovery, c, path, errs);
     // Upstream protocol: typed_extension_protocol_options' HttpProtocolOptions.
     let mut protocol = UpstreamProtocol::Http1;
     let mut h2 = H2Settings::default();
@@ -146,6 +153,16 @@ pub(crate) fn compile_cluster(
         .filter(|d| !d.is_zero()),
         None => Some(Duration::from_secs(3600)),
     };
+    let max_connection_duration = common.max_connection_duration.as_ref().and_then(|d| {
+        duration(
+            d,
+            &path
+                .field("common_http_protocol_options")
+                .field("max_connection_duration"),
+            errs,
+        )
+        .filter(|d| !d.is_zero())
+    });
     Some(ClusterSpec {
         name: c.name.clone(),
         connect_timeout,
@@ -165,6 +182,7 @@ pub(crate) fn compile_cluster(
             .as_ref()
             .map(|v| v.value)
             .filter(|v| *v > 0),
+        max_connection_duration,
         buffer_limit_bytes: c
             .per_connection_buffer_limit_bytes
             .as_ref()

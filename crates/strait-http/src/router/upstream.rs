@@ -20,6 +20,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
 use strait_accesslog::ResponseFlag;
 use strait_config::route::RequestView;
+use strait_config::route::forward::RoutePriority;
 use strait_config::route::matcher::{HeaderMatcher, HeaderTarget, HeaderValueMatch};
 use strait_config::route::retry::{RetryPolicy, StreamTimeouts, retry_on};
 use strait_upstream::body::{Replay, ReplayBody};
@@ -409,6 +410,8 @@ struct RetryState<'a> {
     request_started: bool,
     /// The request's virtual cluster, which counts retries too.
     vcluster: Option<Arc<VclusterStats>>,
+    /// The route's priority: whose `max_retries` / retry budget applies.
+    priority: strait_upstream::Priority,
 }
 
 impl<'a> RetryState<'a> {
@@ -510,6 +513,7 @@ impl<'a> RetryState<'a> {
             armed: false,
             request_started: false,
             vcluster: None,
+            priority: strait_upstream::Priority::Default,
         })
     }
 
@@ -616,7 +620,7 @@ impl<'a> RetryState<'a> {
             return RetryStatus::LimitExceeded;
         }
         self.remaining -= 1;
-        if !self.cluster.try_start_retry() {
+        if !self.cluster.try_start_retry_at(self.priority) {
             stats.upstream_rq_retry_overflow.inc();
             vc.inspect(|v| v.upstream_rq_retry_overflow.inc());
             return RetryStatus::Overflow;
@@ -631,7 +635,7 @@ impl<'a> RetryState<'a> {
     fn release(&mut self) {
         if self.armed {
             self.armed = false;
-            self.cluster.end_retry();
+            self.cluster.end_retry_at(self.priority);
         }
     }
 }
@@ -774,8 +778,14 @@ pub async fn send(
         &parts.method,
         &parts.uri,
     );
+    // The route's priority picks the circuit-breaker thresholds.
+    let priority = match action.forward.priority {
+        RoutePriority::High => strait_upstream::Priority::High,
+        RoutePriority::Default => strait_upstream::Priority::Default,
+    };
     if let Some(r) = retry.as_mut() {
         r.vcluster = finish.vcluster.clone();
+        r.priority = priority;
     }
     let max_duration = if policy.stream == StreamTimeouts::default() {
         None
@@ -833,6 +843,9 @@ pub async fn send(
                 .map_or(0, |r| r.policy.host_selection_max_attempts),
             metadata_match: action.metadata_match.as_deref(),
             selection_attempt: 0,
+            original_dst: head
+                .as_ref()
+                .and_then(|h| cluster.original_dst(&h.headers, None)),
         });
         let Some(host) = host else {
             cluster.stats.upstream_cx_none_healthy.inc();
@@ -922,7 +935,7 @@ pub async fn send(
         }
 
         counters.begin_attempt();
-        let outcome = run_attempt(cluster, &host, req, &counters, &plan, &watch).await;
+        let outcome = run_attempt(cluster, &host, req, &counters, &plan, &watch, priority).await;
         report_health(cluster, &host, &outcome);
         if let Some(r) = retry.as_mut() {
             r.request_started |= counters.request_sent();
@@ -1114,7 +1127,7 @@ fn count_attempt_error(cluster: &Cluster, e: &UpstreamError) {
         }
         UpstreamError::RemoteReset { .. } => s.upstream_rq_rx_reset.inc(),
         UpstreamError::Protocol(_) => s.upstream_cx_protocol_error.inc(),
-        UpstreamError::Reset(_) => {}
+        UpstreamError::Reset(_) | UpstreamError::Overflow => {}
     }
 }
 
@@ -1186,8 +1199,9 @@ async fn run_attempt(
     counters: &StreamCounters,
     plan: &TimeoutPlan,
     watch: &Watch<'_>,
+    priority: strait_upstream::Priority,
 ) -> Outcome {
-    let send = strait_upstream::send_request(cluster, host, req, counters);
+    let send = strait_upstream::pool::send_request_at(cluster, host, req, counters, priority);
     let per_try = async {
         let timer = match (plan.per_try, plan.per_try_idle) {
             (Some(t), Some(i)) if i < t => Some((i, true)),
@@ -1230,6 +1244,8 @@ pub fn failure_reply(
         attempts,
         attempt_count_header,
     } = failure;
+    // A circuit breaker refused the request: Envoy adds `x-envoy-overloaded: true`.
+    let mut overloaded = false;
     let (status, body, details, charge): (u16, Bytes, &'static str, bool) = match kind {
         FailureKind::NoHealthyUpstream => {
             finish.flags.insert(ResponseFlag::NoHealthyUpstream);
@@ -1271,16 +1287,22 @@ pub fn failure_reply(
                     finish.flags.insert(ResponseFlag::UpstreamProtocolError);
                     502
                 }
+                UpstreamError::Overflow => {
+                    finish.flags.insert(ResponseFlag::UpstreamOverflow);
+                    overloaded = !hcm.spec.suppress_envoy_headers;
+                    503
+                }
             };
             if let Some(l) = finish.log.as_mut() {
                 l.upstream_failure = error.transport_failure_reason();
             }
-            (
-                status,
-                Bytes::from(body),
-                "upstream_reset_before_response_started",
-                true,
-            )
+            // Envoy appends the reset reason in braces; only overflow's is done so far.
+            let details = if matches!(error, UpstreamError::Overflow) {
+                "upstream_reset_before_response_started{overflow}"
+            } else {
+                "upstream_reset_before_response_started"
+            };
+            (status, Bytes::from(body), details, true)
         }
         FailureKind::Timeout {
             per_try,
@@ -1335,6 +1357,12 @@ pub fn failure_reply(
         cluster.stats.record_status(status);
     }
     let mut resp = local_reply(hcm, status, Some(body), Some(finish), details);
+    if overloaded {
+        resp.headers_mut().insert(
+            http::HeaderName::from_static("x-envoy-overloaded"),
+            HeaderValue::from_static("true"),
+        );
+    }
     if attempt_count_header && attempts > 0 {
         resp.headers_mut()
             .insert(&X_ENVOY_ATTEMPT_COUNT, number_value(u64::from(attempts)));

@@ -58,6 +58,8 @@ pub struct LbContext<'a> {
     /// Which host-selection attempt this pick is (0 first): ring hash and Maglev move off
     /// the hash's host on later attempts, as Envoy does. Set by [`HostSnapshot::choose`].
     pub selection_attempt: u32,
+    /// ORIGINAL_DST: the request's original destination ([`crate::Cluster::original_dst`]).
+    pub original_dst: Option<std::net::SocketAddr>,
 }
 
 /// The hosts of a cluster as workers see them at one moment.
