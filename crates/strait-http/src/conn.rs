@@ -33,6 +33,10 @@ pub struct ConnInfo {
     pub head_has_cl_and_te: std::sync::atomic::AtomicBool,
     /// A local reply with `connection: close` was sent: nothing more is read or answered.
     pub closing: std::sync::atomic::AtomicBool,
+    /// The HTTP/1.1 connection was handed to an upgrade tunnel (`router::upgrade`): its
+    /// bytes are no longer HTTP, and the connection ends when `tunnel_done` is notified.
+    pub upgraded: std::sync::atomic::AtomicBool,
+    pub tunnel_done: tokio::sync::Notify,
 }
 
 impl ConnInfo {
@@ -46,6 +50,8 @@ impl ConnInfo {
             opened: Instant::now(),
             head_has_cl_and_te: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
+            upgraded: std::sync::atomic::AtomicBool::new(false),
+            tunnel_done: tokio::sync::Notify::new(),
         }
     }
 
@@ -122,7 +128,9 @@ pub async fn serve_connection(
     let idle = hcm.spec.idle_timeout;
     {
         let io = crate::io::DownstreamIo::new(stream, info.clone(), hcm.clone());
-        let conn = hcm.builder.serve_connection(TokioIo::new(io), service);
+        let conn = hcm
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut draining = *drain.borrow();
         if draining {
@@ -160,6 +168,10 @@ pub async fn serve_connection(
                 }
             }
         }
+    }
+    if info.upgraded.load(Ordering::Relaxed) {
+        // The connection carries an upgraded stream: it is open until the tunnel ends.
+        info.tunnel_done.notified().await;
     }
     match proto.load(Ordering::Relaxed) {
         PROTO_H1 => s.downstream_cx_http1_active.dec(),

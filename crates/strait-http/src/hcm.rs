@@ -76,6 +76,10 @@ impl HttpConnectionManager {
                 .max_concurrent_streams(spec.h2.max_concurrent_streams.unwrap_or(1024))
                 .initial_stream_window_size(spec.h2.initial_stream_window_size)
                 .initial_connection_window_size(spec.h2.initial_connection_window_size);
+            if spec.upgrades.h2_allow_connect {
+                // Extended CONNECT (RFC 8441): WebSocket over HTTP/2 streams.
+                h2.enable_connect_protocol();
+            }
         }
         let builder = match spec.codec {
             Codec::Auto => builder,
@@ -132,6 +136,8 @@ impl HttpConnectionManager {
                 "HTTP/1.1"
             }
         };
+        // An upgrade or CONNECT (an HTTP/2 extended CONNECT becomes its HTTP/1.1 form here).
+        let upgrade = router::upgrade::detect(&mut req);
         let mut finish = Finish::new(self.clone(), conn.clone(), protocol);
         finish.is_grpc = req
             .headers()
@@ -186,16 +192,25 @@ impl HttpConnectionManager {
         };
         let version = req.version();
         router::request::connection_manager_headers(&self, req.headers_mut(), version, &conn);
+        if let Some(u) = &upgrade {
+            u.restore_headers(req.headers_mut());
+        }
         if let Some(l) = finish.log.as_mut() {
             l.authority = authority.clone();
             l.request_headers = req.headers().clone();
         }
 
+        // A CONNECT request has no path: path matchers never match it.
+        let no_path = if req.method() == Method::CONNECT {
+            ""
+        } else {
+            "/"
+        };
         let path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or("/");
+            .unwrap_or(no_path);
         let host_lc;
         let host: &str = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
             host_lc = authority.to_ascii_lowercase();
@@ -222,6 +237,11 @@ impl HttpConnectionManager {
                 .unwrap_or(stats.len().checked_sub(1)?);
             stats.get(k).cloned()
         });
+        if let Some(up) = &upgrade
+            && !router::upgrade::allowed(&self, route.map(|r| &r.action), up)
+        {
+            return router::upgrade::refuse(&self, &conn, finish);
+        }
         let Some(route) = route else {
             s.no_route.inc();
             finish.flags.insert(ResponseFlag::NoRouteFound);
@@ -357,7 +377,12 @@ impl HttpConnectionManager {
                     cluster,
                     authority: &authority,
                 };
-                let mut resp = router::forward(&self, req, target, &conn, finish).await;
+                let mut resp = match upgrade {
+                    Some(up) => {
+                        router::upgrade::forward(&self, req, target, &conn, finish, up).await
+                    }
+                    None => router::forward(&self, req, target, &conn, finish).await,
+                };
                 base.upstream_cluster = Some(&cluster_name);
                 base.duration = Some(started.elapsed());
                 // An upstream response carries x-envoy-upstream-service-time (when Envoy

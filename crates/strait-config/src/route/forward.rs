@@ -46,6 +46,8 @@ pub struct ForwardOptions {
     pub hash: Option<Arc<HashPolicy>>,
     pub mirrors: Box<[MirrorPolicy]>,
     pub priority: RoutePriority,
+    /// `upgrade_configs`: the route's upgrade types (see [`super::upgrade`]).
+    pub upgrades: Box<[super::upgrade::UpgradeEntry]>,
 }
 
 /// One `request_mirror_policies` entry.
@@ -112,6 +114,11 @@ pub(crate) fn compile(
         } else {
             RoutePriority::Default
         },
+        upgrades: super::upgrade::compile_route(
+            &ra.upgrade_configs,
+            &path.field("upgrade_configs"),
+            errs,
+        ),
     })
 }
 

@@ -15,6 +15,7 @@ pub mod hash;
 pub mod headers;
 pub mod matcher;
 pub mod retry;
+pub mod upgrade;
 pub mod vcluster;
 
 pub use action::{ClusterAction, RouteAction};
@@ -516,6 +517,7 @@ pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'stat
         .chain(hash::SUPPORTED.iter())
         .chain(forward::SUPPORTED.iter())
         .chain(vcluster::SUPPORTED.iter())
+        .chain(upgrade::SUPPORTED.iter())
         .chain(SUPPORTED.iter())
 }
 
