@@ -146,11 +146,13 @@ impl HttpConnectionManager {
         let is_head = req.method() == Method::HEAD;
         if let Some(l) = finish.log.as_mut() {
             l.method = req.method().as_str().to_string();
+            // CONNECT has no path (logged as "-").
+            let none = if req.method() == Method::CONNECT { "" } else { "/" };
             l.path = req
                 .uri()
                 .path_and_query()
                 .map(|p| p.as_str())
-                .unwrap_or("/")
+                .unwrap_or(none)
                 .to_string();
             l.scheme = "http";
         }
@@ -237,8 +239,9 @@ impl HttpConnectionManager {
                 .unwrap_or(stats.len().checked_sub(1)?);
             stats.get(k).cloned()
         });
-        if let Some(up) = &upgrade
-            && !router::upgrade::allowed(&self, route.map(|r| &r.action), up)
+        // Envoy checks an upgrade against the route it matched (no route: 404 below).
+        if let (Some(up), Some(route)) = (&upgrade, route)
+            && !router::upgrade::allowed(&self, &route.action, up)
         {
             return router::upgrade::refuse(&self, &conn, finish);
         }

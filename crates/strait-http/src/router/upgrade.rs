@@ -149,14 +149,12 @@ pub fn route_upgrades(action: &RouteAction) -> Option<&[UpgradeEntry]> {
     }
 }
 
-/// Whether the connection manager and the route allow this upgrade (Envoy's table: the
-/// route's entry for the type decides, else the connection manager's; none: refused).
-pub fn allowed(hcm: &HttpConnectionManager, action: Option<&RouteAction>, up: &UpgradeRequest) -> bool {
-    cfg::allowed(
-        &hcm.spec.upgrades,
-        action.and_then(route_upgrades),
-        &up.upgrade_type,
-    )
+/// Whether the connection manager and the matched route allow this upgrade (Envoy's table:
+/// the route's entry for the type decides, else the connection manager's; none: refused).
+/// Routes that do not forward (direct responses, redirects) leave it to the connection
+/// manager.
+pub fn allowed(hcm: &HttpConnectionManager, action: &RouteAction, up: &UpgradeRequest) -> bool {
+    cfg::allowed(&hcm.spec.upgrades, route_upgrades(action), &up.upgrade_type)
 }
 
 /// Envoy's answer to a refused upgrade: 403, empty body, `connection: close`, details
@@ -351,6 +349,8 @@ struct Tunnel {
 /// How a tunnel ended, with Envoy's response flag and details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
+    /// Both sides ended their halves (HTTP/2 CONNECT only).
+    Complete,
     Downstream,
     Upstream,
     Idle,
@@ -378,6 +378,9 @@ impl Tunnel {
 
     async fn run(mut self, downstream: OnUpgrade, upstream: Upstream) {
         let conn = self.conn.clone();
+        // An HTTP/2 stream's END_STREAM half-closes a terminated CONNECT's TCP connection;
+        // everywhere else Envoy closes both sides when one ends.
+        let half_close = self.finish.protocol == "HTTP/2" && matches!(upstream, Upstream::Tcp(_));
         let up = match upstream {
             Upstream::Tcp(s) => Ok(Box::new(s) as Box<dyn Io>),
             Upstream::Http(on) => on
@@ -386,8 +389,11 @@ impl Tunnel {
         };
         match (downstream.await, up) {
             (Ok(down), Ok(up)) => {
-                let end = self.pump(TokioIo::new(down), up).await;
+                let end = self.pump(TokioIo::new(down), up, half_close).await;
                 match end {
+                    End::Complete => {
+                        self.finish.completed = true;
+                    }
                     End::Downstream => {
                         self.finish.details = "downstream_remote_disconnect";
                     }
@@ -428,7 +434,7 @@ impl Tunnel {
 
     /// Copies both ways until one side closes (Envoy then closes the other: no half-close
     /// on upgraded HTTP/1.1 streams) or nothing moves for the idle timeout.
-    async fn pump<D: Io, U: Io>(&mut self, down: D, up: U) -> End {
+    async fn pump<D: Io, U: Io>(&mut self, down: D, up: U, half_close: bool) -> End {
         let (mut dr, mut dw) = tokio::io::split(down);
         let (mut ur, mut uw) = tokio::io::split(up);
         let rx = &self.counters.bytes_received;
@@ -436,7 +442,14 @@ impl Tunnel {
         let start = Instant::now();
         let last = AtomicU64::new(0);
         let end = {
-            let to_up = copy_half(&mut dr, &mut uw, rx, &last, start);
+            let to_up = async {
+                let r = copy_half(&mut dr, &mut uw, rx, &last, start).await;
+                if r.is_ok() && half_close {
+                    let _ = uw.shutdown().await;
+                    return None;
+                }
+                Some(r)
+            };
             let to_down = copy_half(&mut ur, &mut dw, &tx, &last, start);
             let idle = async {
                 let Some(idle) = self.idle else {
@@ -450,13 +463,25 @@ impl Tunnel {
                     tokio::time::sleep_until(at.into()).await;
                 }
             };
-            tokio::select! {
-                r = to_up => if r.is_ok() { End::Downstream } else { End::Upstream },
-                r = to_down => if r.is_ok() { End::Upstream } else { End::Downstream },
-                _ = idle => End::Idle,
+            tokio::pin!(to_up, to_down, idle);
+            let mut down_done = false;
+            loop {
+                tokio::select! {
+                    r = &mut to_up, if !down_done => match r {
+                        Some(Ok(())) => break End::Downstream,
+                        Some(Err(())) => break End::Upstream,
+                        None => down_done = true,
+                    },
+                    r = &mut to_down => break match (r, down_done) {
+                        (Ok(()), true) => End::Complete,
+                        (Ok(()), false) => End::Upstream,
+                        (Err(()), _) => End::Downstream,
+                    },
+                    _ = &mut idle => break End::Idle,
+                }
             }
         };
-        if end == End::Upstream {
+        if matches!(end, End::Upstream | End::Complete) {
             // What the upstream sent before closing is down; close the downstream cleanly.
             let _ = dw.shutdown().await;
         }
