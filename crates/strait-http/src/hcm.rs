@@ -248,6 +248,13 @@ impl HttpConnectionManager {
         let Some(route) = route else {
             s.no_route.inc();
             finish.flags.insert(ResponseFlag::NoRouteFound);
+            if upgrade.is_some() {
+                // Envoy closes a connection whose upgrade or CONNECT did not happen.
+                return router::upgrade::close_after(
+                    local_reply(&self, 404, None, Some(finish), "route_not_found"),
+                    &conn,
+                );
+            }
             return local_reply(&self, 404, None, Some(finish), "route_not_found");
         };
         if let Some(l) = finish.log.as_mut() {

@@ -383,11 +383,11 @@ fn upstream_refusing_the_handshake_gives_its_status_without_body() {
     let s = setup("ws_upstream_refuses");
     s.rt.block_on(async {
         let (head, mut r) = open_ws(s.strait.listen, "/refuse").await;
-        // Envoy: the upstream's status, empty body, connection: close (not its headers).
+        // Envoy: the upstream's status and headers, no body, connection: close.
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         assert_eq!(header(&head, "content-length"), Some("0"));
         assert_eq!(header(&head, "connection"), Some("close"));
-        assert_eq!(header(&head, "x-up"), None);
+        assert_eq!(header(&head, "x-up"), Some("no"));
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut rest)).await;
         assert!(rest.is_empty());

@@ -76,7 +76,8 @@ pub fn terminates_connect(route: &[UpgradeEntry]) -> bool {
 }
 
 fn check_type(t: &str, path: &FieldPath, errs: &mut ConfigErrors) -> bool {
-    // protoc-gen-validate: `min_len: 1`, a header value without CR/LF/NUL.
+    // protoc-gen-validate on the route's type: `min_len: 1`, a header value without
+    // CR/LF/NUL.
     if t.is_empty() {
         errs.push(path.to_string(), "value length must be at least 1 characters");
         return false;
@@ -104,10 +105,9 @@ pub fn compile_route(
         if let Some(cc) = &u.connect_config {
             let cp = p.field("connect_config");
             if !is_connect {
-                // Envoy: "Non-CONNECT upgrade type configures connect_config".
                 errs.push(
                     cp.to_string(),
-                    "Non-CONNECT upgrade type configures connect_config",
+                    format!("Non-CONNECT upgrade type {} has ConnectConfig", u.upgrade_type),
                 );
                 continue;
             }
@@ -148,10 +148,8 @@ pub fn compile_hcm(
 ) -> HcmUpgrades {
     let mut configs: Vec<UpgradeEntry> = Vec::with_capacity(list.len());
     for (i, u) in list.iter().enumerate() {
+        // Unlike the route's, Envoy accepts any type here (an empty one included).
         let p = path.index(i);
-        if !check_type(&u.upgrade_type, &p.field("upgrade_type"), errs) {
-            continue;
-        }
         if !u.filters.is_empty() {
             errs.push(
                 p.field("filters").to_string(),

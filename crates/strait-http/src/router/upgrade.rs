@@ -165,6 +165,15 @@ pub fn refuse(hcm: &HttpConnectionManager, conn: &ConnInfo, finish: Finish) -> R
     local_reply_with(hcm, 403, None, Some(finish), "upgrade_failed", true)
 }
 
+/// Marks a reply to an upgrade or CONNECT that did not happen `connection: close`, as Envoy
+/// does: the connection ends with it.
+pub fn close_after(mut resp: Response<ResponseBody>, conn: &ConnInfo) -> Response<ResponseBody> {
+    conn.closing.store(true, Ordering::Relaxed);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Keeps `downstream_cx_upgrades_active` right for the life of an upgraded stream.
 struct ActiveUpgrade(Arc<HttpConnectionManager>);
 
@@ -212,7 +221,8 @@ pub async fn forward(
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
-        return failure_reply(hcm, &target, fail(FailureKind::NoHealthyUpstream), request_id, finish);
+        let resp = failure_reply(hcm, &target, fail(FailureKind::NoHealthyUpstream), request_id, finish);
+        return close_after(resp, conn);
     };
     let counters = Arc::new(StreamCounters::default());
     counters.next_attempt();
@@ -250,7 +260,8 @@ pub async fn forward(
             }
             Err(error) => {
                 let Tunnel { finish, .. } = tunnel;
-                failure_reply(hcm, &target, fail(upstream_failure(error)), request_id, finish)
+                let resp = failure_reply(hcm, &target, fail(upstream_failure(error)), request_id, finish);
+                close_after(resp, conn)
             }
         };
     }
@@ -281,7 +292,8 @@ pub async fn forward(
         Ok(r) => r,
         Err(error) => {
             let Tunnel { finish, .. } = tunnel;
-            return failure_reply(hcm, &target, fail(upstream_failure(error)), request_id, finish);
+            let resp = failure_reply(hcm, &target, fail(upstream_failure(error)), request_id, finish);
+            return close_after(resp, conn);
         }
     };
     let status = response.status().as_u16();
@@ -294,11 +306,38 @@ pub async fn forward(
         status == 101
     };
     if !upgraded {
-        // Envoy: the upstream refused the handshake; its status goes down in a local reply
-        // (empty body, `connection: close`), details `websocket_handshake_unsuccessful`.
+        // Envoy: the upstream refused the handshake; a local reply with its status and
+        // headers but no body (`content-length: 0`, no `content-type`), `connection: close`,
+        // details `websocket_handshake_unsuccessful`.
         let Tunnel { finish, .. } = tunnel;
         conn.closing.store(true, Ordering::Relaxed);
-        return local_reply_with(hcm, status, None, Some(finish), "websocket_handshake_unsuccessful", true);
+        let mut resp = local_reply_with(
+            hcm,
+            status,
+            None,
+            Some(finish),
+            "websocket_handshake_unsuccessful",
+            true,
+        );
+        let out = resp.headers_mut();
+        for (name, value) in response.headers() {
+            let skip = [
+                header::CONTENT_TYPE,
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::CONNECTION,
+                header::UPGRADE,
+                header::DATE,
+                header::SERVER,
+            ]
+            .contains(name)
+                || *name == crate::headers::KEEP_ALIVE
+                || *name == crate::headers::PROXY_CONNECTION;
+            if !skip {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        return resp;
     }
     let mut response = response;
     let upstream_upgrade = hyper::upgrade::on(&mut response);
