@@ -147,7 +147,11 @@ impl HttpConnectionManager {
         if let Some(l) = finish.log.as_mut() {
             l.method = req.method().as_str().to_string();
             // CONNECT has no path (logged as "-").
-            let none = if req.method() == Method::CONNECT { "" } else { "/" };
+            let none = if req.method() == Method::CONNECT {
+                ""
+            } else {
+                "/"
+            };
             l.path = req
                 .uri()
                 .path_and_query()

@@ -125,7 +125,10 @@ impl AsyncWrite for TunnelStream {
 /// Opens a new TCP connection to `host`, bounded by the cluster's `connect_timeout`, with
 /// Envoy's connection stats (`upstream_cx_total`, `upstream_cx_connect_fail`,
 /// `upstream_cx_connect_timeout`, `upstream_cx_connect_ms`).
-pub async fn connect(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<TunnelStream, UpstreamError> {
+pub async fn connect(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<TunnelStream, UpstreamError> {
     let started = Instant::now();
     let r = tokio::time::timeout(
         cluster.spec.connect_timeout,

@@ -236,7 +236,10 @@ fn setup(name: &str) -> Setup {
     let bs = bootstrap(
         admin,
         vec![main, plain],
-        vec![cluster("ws", ws_port, false), cluster("tcp", tcp_port, false)],
+        vec![
+            cluster("ws", ws_port, false),
+            cluster("tcp", tcp_port, false),
+        ],
     );
     let strait = Strait::start(&dir, &bs);
     Setup {
@@ -306,7 +309,9 @@ fn websocket_echo_both_ways_then_close() {
         assert_eq!(header(&head, "server"), Some("envoy"));
         // Envoy adds no x-envoy-upstream-service-time to an upgrade response.
         assert_eq!(header(&head, "x-envoy-upstream-service-time"), None);
-        let msgs: Vec<String> = (0..5).map(|i| format!("message {i} {}", "x".repeat(i * 50))).collect();
+        let msgs: Vec<String> = (0..5)
+            .map(|i| format!("message {i} {}", "x".repeat(i * 50)))
+            .collect();
         let (mut sent, mut got) = echo_messages(&mut r, &msgs).await;
         // A large message (16-bit length) crosses in several reads.
         let big = "y".repeat(40_000);
@@ -328,7 +333,10 @@ fn websocket_echo_both_ways_then_close() {
     assert!(head.starts_with("GET /chat?room=1 HTTP/1.1"), "{head}");
     assert_eq!(header(head, "connection"), Some("Upgrade"));
     assert_eq!(header(head, "upgrade"), Some("websocket"));
-    assert_eq!(header(head, "sec-websocket-key"), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+    assert_eq!(
+        header(head, "sec-websocket-key"),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
     assert_eq!(header(head, "sec-websocket-version"), Some("13"));
     assert_eq!(header(head, "x-custom"), Some("a"));
     assert_eq!(header(head, "x-forwarded-proto"), Some("http"));
@@ -336,17 +344,28 @@ fn websocket_echo_both_ways_then_close() {
     assert!(header(head, "x-request-id").is_some());
     assert_eq!(header(head, "keep-alive"), None);
     // The access log counts the tunneled bytes; the client closed first (DC).
-    let want = format!(
-        "GET|/chat?room=1|HTTP/1.1|101|DC|downstream_remote_disconnect|{sent}|{got}\n"
-    );
-    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| l.contains(&want));
+    let want =
+        format!("GET|/chat?room=1|HTTP/1.1|101|DC|downstream_remote_disconnect|{sent}|{got}\n");
+    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| {
+        l.contains(&want)
+    });
     assert!(log.is_some(), "want {want:?}, log: {log:?}");
-    assert!(s.strait.wait_stat("http.ingress.downstream_cx_upgrades_active", Duration::from_secs(5), |v| v == 0));
-    assert_eq!(s.strait.stat("http.ingress.downstream_cx_upgrades_total"), Some(1));
+    assert!(s.strait.wait_stat(
+        "http.ingress.downstream_cx_upgrades_active",
+        Duration::from_secs(5),
+        |v| v == 0
+    ));
+    assert_eq!(
+        s.strait.stat("http.ingress.downstream_cx_upgrades_total"),
+        Some(1)
+    );
     assert_eq!(s.strait.stat("cluster.ws.upstream_rq_101"), Some(1));
     assert_eq!(s.strait.stat("http.ingress.downstream_rq_1xx"), Some(1));
     // The tunneled bytes are connection bytes too.
-    let rx = s.strait.stat("http.ingress.downstream_cx_rx_bytes_total").unwrap_or(0);
+    let rx = s
+        .strait
+        .stat("http.ingress.downstream_cx_rx_bytes_total")
+        .unwrap_or(0);
     assert!(rx as usize > sent, "rx {rx} sent {sent}");
 }
 
@@ -370,10 +389,22 @@ fn refused_upgrades_get_403_like_envoy() {
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         echo_messages(&mut r, &["hi".to_string()]).await;
     });
-    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| !l.is_empty());
-    assert_eq!(log.as_deref(), Some("GET|/off|HTTP/1.1|403|-|upgrade_failed|0|0\n"));
-    assert_eq!(s.strait.stat("http.ingress.downstream_rq_ws_on_non_ws_route"), Some(1));
-    assert_eq!(s.strait.stat("http.plain.downstream_rq_ws_on_non_ws_route"), Some(1));
+    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| {
+        !l.is_empty()
+    });
+    assert_eq!(
+        log.as_deref(),
+        Some("GET|/off|HTTP/1.1|403|-|upgrade_failed|0|0\n")
+    );
+    assert_eq!(
+        s.strait
+            .stat("http.ingress.downstream_rq_ws_on_non_ws_route"),
+        Some(1)
+    );
+    assert_eq!(
+        s.strait.stat("http.plain.downstream_rq_ws_on_non_ws_route"),
+        Some(1)
+    );
     // The refused upgrades never reached the upstream.
     assert_eq!(s.heads.lock().unwrap().len(), 1);
 }
@@ -392,7 +423,9 @@ fn upstream_refusing_the_handshake_gives_its_status_without_body() {
         let _ = tokio::time::timeout(Duration::from_secs(3), r.read_to_end(&mut rest)).await;
         assert!(rest.is_empty());
     });
-    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| !l.is_empty());
+    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| {
+        !l.is_empty()
+    });
     assert_eq!(
         log.as_deref(),
         Some("GET|/refuse|HTTP/1.1|200|-|websocket_handshake_unsuccessful|0|0\n")
@@ -413,7 +446,11 @@ fn connect_is_terminated_to_the_tcp_upstream() {
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         assert_eq!(header(&head, "content-length"), None);
         assert_eq!(header(&head, "transfer-encoding"), None);
-        for msg in ["ping", "a longer line of bytes\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n"] {
+        for msg in [
+            "ping",
+            "a longer line of bytes\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\n",
+        ] {
             r.get_mut().write_all(msg.as_bytes()).await.unwrap();
             let mut back = vec![0u8; msg.len()];
             tokio::time::timeout(Duration::from_secs(5), r.read_exact(&mut back))
@@ -423,15 +460,25 @@ fn connect_is_terminated_to_the_tcp_upstream() {
             assert_eq!(back, msg.as_bytes());
         }
     });
-    let n = ["ping", "a longer line of bytes\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n"]
-        .iter()
-        .map(|m| m.len())
-        .sum::<usize>();
+    let n = [
+        "ping",
+        "a longer line of bytes\r\n\r\n",
+        "HTTP/1.1 400 Bad Request\r\n",
+    ]
+    .iter()
+    .map(|m| m.len())
+    .sum::<usize>();
     let want = format!("CONNECT|-|HTTP/1.1|200|DC|downstream_remote_disconnect|{n}|{n}\n");
-    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| l.contains(&want));
+    let log = wait_file(&s.dir.join("access.log"), Duration::from_secs(5), |l| {
+        l.contains(&want)
+    });
     assert!(log.is_some(), "want {want:?}, log: {log:?}");
     assert_eq!(s.strait.stat("cluster.tcp.upstream_cx_total"), Some(1));
-    assert!(s.strait.wait_stat("cluster.tcp.upstream_cx_active", Duration::from_secs(5), |v| v == 0));
+    assert!(s.strait.wait_stat(
+        "cluster.tcp.upstream_cx_active",
+        Duration::from_secs(5),
+        |v| v == 0
+    ));
 }
 
 #[test]
@@ -452,9 +499,20 @@ fn fifty_concurrent_websockets_keep_their_own_messages() {
             t.await.expect("every connection echoes its own messages");
         }
     });
-    assert_eq!(s.strait.stat("http.ingress.downstream_cx_upgrades_total"), Some(50));
-    assert!(s.strait.wait_stat("http.ingress.downstream_cx_upgrades_active", Duration::from_secs(5), |v| v == 0));
-    assert!(s.strait.wait_stat("cluster.ws.upstream_cx_active", Duration::from_secs(5), |v| v == 0));
+    assert_eq!(
+        s.strait.stat("http.ingress.downstream_cx_upgrades_total"),
+        Some(50)
+    );
+    assert!(s.strait.wait_stat(
+        "http.ingress.downstream_cx_upgrades_active",
+        Duration::from_secs(5),
+        |v| v == 0
+    ));
+    assert!(s.strait.wait_stat(
+        "cluster.ws.upstream_cx_active",
+        Duration::from_secs(5),
+        |v| v == 0
+    ));
     assert_eq!(s.strait.stat("cluster.ws.upstream_rq_101"), Some(50));
 }
 
@@ -478,11 +536,19 @@ fn websocket_over_http2_extended_connect() {
             .unwrap();
         req.extensions_mut()
             .insert(hyper::ext::Protocol::from_static("websocket"));
-        let mut resp = tx.send_request(req).await.expect("extended CONNECT accepted");
+        let mut resp = tx
+            .send_request(req)
+            .await
+            .expect("extended CONNECT accepted");
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().get("upgrade").is_none());
-        assert_eq!(resp.headers().get("x-up").map(|v| v.as_bytes()), Some(&b"yes"[..]));
-        let up = hyper::upgrade::on(&mut resp).await.expect("stream upgraded");
+        assert_eq!(
+            resp.headers().get("x-up").map(|v| v.as_bytes()),
+            Some(&b"yes"[..])
+        );
+        let up = hyper::upgrade::on(&mut resp)
+            .await
+            .expect("stream upgraded");
         let mut io = TokioIo::new(up);
         for i in 0..3 {
             let m = format!("over h2 {i}");
@@ -490,7 +556,10 @@ fn websocket_over_http2_extended_connect() {
                 .await
                 .unwrap();
             let (op, payload, _) = read_frame(&mut io).await.unwrap();
-            assert_eq!((op, String::from_utf8_lossy(&payload).into_owned()), (TEXT, m));
+            assert_eq!(
+                (op, String::from_utf8_lossy(&payload).into_owned()),
+                (TEXT, m)
+            );
         }
     });
     // Envoy's HTTP/1.1 form upstream: GET with `upgrade` and `connection: upgrade`.

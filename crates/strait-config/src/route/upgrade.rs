@@ -29,7 +29,10 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
         &["upgrade_type", "enabled", "filters"],
     ),
-    ("envoy.config.core.v3.Http2ProtocolOptions", &["allow_connect"]),
+    (
+        "envoy.config.core.v3.Http2ProtocolOptions",
+        &["allow_connect"],
+    ),
 ];
 
 /// One upgrade type a connection manager or route names.
@@ -79,7 +82,10 @@ fn check_type(t: &str, path: &FieldPath, errs: &mut ConfigErrors) -> bool {
     // protoc-gen-validate on the route's type: `min_len: 1`, a header value without
     // CR/LF/NUL.
     if t.is_empty() {
-        errs.push(path.to_string(), "value length must be at least 1 characters");
+        errs.push(
+            path.to_string(),
+            "value length must be at least 1 characters",
+        );
         return false;
     }
     if t.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -107,7 +113,10 @@ pub fn compile_route(
             if !is_connect {
                 errs.push(
                     cp.to_string(),
-                    format!("Non-CONNECT upgrade type {} has ConnectConfig", u.upgrade_type),
+                    format!(
+                        "Non-CONNECT upgrade type {} has ConnectConfig",
+                        u.upgrade_type
+                    ),
                 );
                 continue;
             }
@@ -163,7 +172,10 @@ pub fn compile_hcm(
             // Envoy: "Error: multiple upgrade configs with the same name".
             errs.push(
                 p.field("upgrade_type").to_string(),
-                format!("multiple upgrade configs with the same name: {:?}", u.upgrade_type),
+                format!(
+                    "multiple upgrade configs with the same name: {:?}",
+                    u.upgrade_type
+                ),
             );
             continue;
         }

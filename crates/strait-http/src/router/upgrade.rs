@@ -159,7 +159,11 @@ pub fn allowed(hcm: &HttpConnectionManager, action: &RouteAction, up: &UpgradeRe
 
 /// Envoy's answer to a refused upgrade: 403, empty body, `connection: close`, details
 /// `upgrade_failed`.
-pub fn refuse(hcm: &HttpConnectionManager, conn: &ConnInfo, finish: Finish) -> Response<ResponseBody> {
+pub fn refuse(
+    hcm: &HttpConnectionManager,
+    conn: &ConnInfo,
+    finish: Finish,
+) -> Response<ResponseBody> {
     hcm.stats.downstream_rq_ws_on_non_ws_route.inc();
     conn.closing.store(true, Ordering::Relaxed);
     local_reply_with(hcm, 403, None, Some(finish), "upgrade_failed", true)
@@ -221,7 +225,13 @@ pub async fn forward(
     };
     let Some(host) = host else {
         cluster.stats.upstream_cx_none_healthy.inc();
-        let resp = failure_reply(hcm, &target, fail(FailureKind::NoHealthyUpstream), request_id, finish);
+        let resp = failure_reply(
+            hcm,
+            &target,
+            fail(FailureKind::NoHealthyUpstream),
+            request_id,
+            finish,
+        );
         return close_after(resp, conn);
     };
     let counters = Arc::new(StreamCounters::default());
@@ -260,7 +270,13 @@ pub async fn forward(
             }
             Err(error) => {
                 let Tunnel { finish, .. } = tunnel;
-                let resp = failure_reply(hcm, &target, fail(upstream_failure(error)), request_id, finish);
+                let resp = failure_reply(
+                    hcm,
+                    &target,
+                    fail(upstream_failure(error)),
+                    request_id,
+                    finish,
+                );
                 close_after(resp, conn)
             }
         };
@@ -292,14 +308,28 @@ pub async fn forward(
         Ok(r) => r,
         Err(error) => {
             let Tunnel { finish, .. } = tunnel;
-            let resp = failure_reply(hcm, &target, fail(upstream_failure(error)), request_id, finish);
+            let resp = failure_reply(
+                hcm,
+                &target,
+                fail(upstream_failure(error)),
+                request_id,
+                finish,
+            );
             return close_after(resp, conn);
         }
     };
     let status = response.status().as_u16();
     cluster.stats.record_status(status);
-    strait_upstream::outlier::report(&cluster, &host, strait_upstream::outlier::Outcome::ConnectSuccess);
-    strait_upstream::outlier::report(&cluster, &host, strait_upstream::outlier::Outcome::Status(status));
+    strait_upstream::outlier::report(
+        &cluster,
+        &host,
+        strait_upstream::outlier::Outcome::ConnectSuccess,
+    );
+    strait_upstream::outlier::report(
+        &cluster,
+        &host,
+        strait_upstream::outlier::Outcome::Status(status),
+    );
     let upgraded = if up.connect {
         (200..300).contains(&status)
     } else {
@@ -358,7 +388,12 @@ pub async fn forward(
     let mut resp = Response::new(ResponseBody::full(None, None));
     *resp.status_mut() = if up.h2 { StatusCode::OK } else { rparts.status };
     *resp.headers_mut() = rparts.headers;
-    tunnel.start(resp, status, up.on_upgrade, Upstream::Http(upstream_upgrade))
+    tunnel.start(
+        resp,
+        status,
+        up.on_upgrade,
+        Upstream::Http(upstream_upgrade),
+    )
 }
 
 fn upstream_failure(error: UpstreamError) -> FailureKind {
@@ -422,9 +457,7 @@ impl Tunnel {
         let half_close = self.finish.protocol == "HTTP/2" && matches!(upstream, Upstream::Tcp(_));
         let up = match upstream {
             Upstream::Tcp(s) => Ok(Box::new(s) as Box<dyn Io>),
-            Upstream::Http(on) => on
-                .await
-                .map(|u| Box::new(TokioIo::new(u)) as Box<dyn Io>),
+            Upstream::Http(on) => on.await.map(|u| Box::new(TokioIo::new(u)) as Box<dyn Io>),
         };
         match (downstream.await, up) {
             (Ok(down), Ok(up)) => {
