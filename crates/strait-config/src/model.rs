@@ -100,6 +100,8 @@ pub struct HcmSpec {
     pub suppress_envoy_headers: bool,
     pub h2: H2Settings,
     pub access_logs: Vec<AccessLogSpec>,
+    /// `upgrade_configs` and `http2_protocol_options.allow_connect`.
+    pub upgrades: crate::route::upgrade::HcmUpgrades,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -33,6 +33,10 @@ pub struct ConnInfo {
     pub head_has_cl_and_te: std::sync::atomic::AtomicBool,
     /// A local reply with `connection: close` was sent: nothing more is read or answered.
     pub closing: std::sync::atomic::AtomicBool,
+    /// The HTTP/1.1 connection was handed to an upgrade tunnel (`router::upgrade`): its
+    /// bytes are no longer HTTP, and the connection ends when `tunnel_done` is notified.
+    pub upgraded: std::sync::atomic::AtomicBool,
+    pub tunnel_done: tokio::sync::Notify,
 }
 
 impl ConnInfo {
@@ -46,6 +50,8 @@ impl ConnInfo {
             opened: Instant::now(),
             head_has_cl_and_te: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
+            upgraded: std::sync::atomic::AtomicBool::new(false),
+            tunnel_done: tokio::sync::Notify::new(),
         }
     }
 
@@ -122,11 +128,22 @@ pub async fn serve_connection(
     let idle = hcm.spec.idle_timeout;
     {
         let io = crate::io::DownstreamIo::new(stream, info.clone(), hcm.clone());
-        let conn = hcm.builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        // Upgrades (router::upgrade) need hyper's upgradeable connection, which always
+        // detects the protocol: an HTTP/2-only codec keeps the plain one (HTTP/2 CONNECT
+        // streams upgrade without it).
+        let builder = &hcm.builder;
+        let mut conn = if hcm.spec.codec == strait_config::model::Codec::Http2 {
+            Served::Plain(Box::pin(
+                builder.serve_connection(TokioIo::new(io), service),
+            ))
+        } else {
+            Served::Upgradeable(Box::pin(
+                builder.serve_connection_with_upgrades(TokioIo::new(io), service),
+            ))
+        };
         let mut draining = *drain.borrow();
         if draining {
-            conn.as_mut().graceful_shutdown();
+            conn.graceful_shutdown();
         }
         // Envoy's connection idle timeout: no request in flight for `idle_timeout`.
         let far = Duration::from_secs(365 * 24 * 3600);
@@ -134,7 +151,7 @@ pub async fn serve_connection(
         tokio::pin!(idle_sleep);
         loop {
             tokio::select! {
-                r = conn.as_mut() => {
+                r = &mut conn => {
                     if r.is_err() {
                         hcm.stats.downstream_cx_protocol_error.inc();
                     }
@@ -146,7 +163,7 @@ pub async fn serve_connection(
                         Some(d) if d <= Instant::now() => {
                             hcm.stats.downstream_cx_idle_timeout.inc();
                             draining = true;
-                            conn.as_mut().graceful_shutdown();
+                            conn.graceful_shutdown();
                         }
                         Some(d) => idle_sleep.as_mut().reset(d.into()),
                         None => idle_sleep.as_mut().reset((Instant::now() + idle).into()),
@@ -155,11 +172,15 @@ pub async fn serve_connection(
                 changed = drain.changed(), if !draining => {
                     if changed.is_err() || *drain.borrow() {
                         draining = true;
-                        conn.as_mut().graceful_shutdown();
+                        conn.graceful_shutdown();
                     }
                 }
             }
         }
+    }
+    if info.upgraded.load(Ordering::Relaxed) {
+        // The connection carries an upgraded stream: it is open until the tunnel ends.
+        info.tunnel_done.notified().await;
     }
     match proto.load(Ordering::Relaxed) {
         PROTO_H1 => s.downstream_cx_http1_active.dec(),
@@ -173,4 +194,51 @@ pub async fn serve_connection(
     listener.downstream_cx_active.dec();
     listener.downstream_cx_destroy.inc();
     listener.downstream_cx_length_ms.record(ms);
+}
+
+/// The codec's connection future: upgradeable (AUTO, HTTP/1.1) or plain (HTTP/2 only).
+enum Served<P, U> {
+    Plain(std::pin::Pin<Box<P>>),
+    Upgradeable(std::pin::Pin<Box<U>>),
+}
+
+impl<I, S, B>
+    Served<
+        hyper_util::server::conn::auto::Connection<'_, I, S, hyper_util::rt::TokioExecutor>,
+        hyper_util::server::conn::auto::UpgradeableConnection<
+            '_,
+            I,
+            S,
+            hyper_util::rt::TokioExecutor,
+        >,
+    >
+where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    hyper_util::rt::TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Served::Plain(c) => c.as_mut().graceful_shutdown(),
+            Served::Upgradeable(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<P, U, O> std::future::Future for Served<P, U>
+where
+    P: std::future::Future<Output = O>,
+    U: std::future::Future<Output = O>,
+{
+    type Output = O;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<O> {
+        match self.get_mut() {
+            Served::Plain(c) => c.as_mut().poll(cx),
+            Served::Upgradeable(c) => c.as_mut().poll(cx),
+        }
+    }
 }

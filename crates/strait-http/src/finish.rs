@@ -138,7 +138,8 @@ impl Finish {
         let ctx = LogContext {
             start_time: self.start_time,
             method: Some(&l.method),
-            path: Some(&l.path),
+            // Empty for CONNECT, which has no path.
+            path: Some(l.path.as_str()).filter(|p| !p.is_empty()),
             authority: Some(&l.authority),
             scheme: Some(l.scheme),
             request_headers: Some(&l.request_headers),

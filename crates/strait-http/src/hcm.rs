@@ -77,6 +77,10 @@ impl HttpConnectionManager {
                 .max_concurrent_streams(spec.h2.max_concurrent_streams.unwrap_or(1024))
                 .initial_stream_window_size(spec.h2.initial_stream_window_size)
                 .initial_connection_window_size(spec.h2.initial_connection_window_size);
+            if spec.upgrades.h2_allow_connect {
+                // Extended CONNECT (RFC 8441): WebSocket over HTTP/2 streams.
+                h2.enable_connect_protocol();
+            }
         }
         let builder = match spec.codec {
             Codec::Auto => builder,
@@ -156,6 +160,8 @@ impl HttpConnectionManager {
                 "HTTP/1.1"
             }
         };
+        // An upgrade or CONNECT (an HTTP/2 extended CONNECT becomes its HTTP/1.1 form here).
+        let upgrade = router::upgrade::detect(&mut req);
         let mut finish = Finish::new(self.clone(), conn.clone(), protocol);
         finish.is_grpc = req
             .headers()
@@ -164,11 +170,17 @@ impl HttpConnectionManager {
         let is_head = req.method() == Method::HEAD;
         if let Some(l) = finish.log.as_mut() {
             l.method = req.method().as_str().to_string();
+            // CONNECT has no path (logged as "-").
+            let none = if req.method() == Method::CONNECT {
+                ""
+            } else {
+                "/"
+            };
             l.path = req
                 .uri()
                 .path_and_query()
                 .map(|p| p.as_str())
-                .unwrap_or("/")
+                .unwrap_or(none)
                 .to_string();
             l.scheme = "http";
         }
@@ -213,6 +225,9 @@ impl HttpConnectionManager {
         if redirect.is_none() {
             router::request::connection_manager_headers(&self, req.headers_mut(), version, &conn);
         }
+        if let Some(u) = &upgrade {
+            u.restore_headers(req.headers_mut());
+        }
         if let Some(l) = finish.log.as_mut() {
             l.authority = authority.clone();
             l.request_headers = req.headers().clone();
@@ -228,9 +243,22 @@ impl HttpConnectionManager {
                 .unwrap_or(stats.len().checked_sub(1)?);
             stats.get(k).cloned()
         });
+        // Envoy checks an upgrade against the route it matched (no route: 404 below).
+        if let (Some(up), Some(route)) = (&upgrade, route)
+            && !router::upgrade::allowed(&self, &route.action, up)
+        {
+            return router::upgrade::refuse(&self, &conn, finish);
+        }
         let Some(route) = route else {
             s.no_route.inc();
             finish.flags.insert(ResponseFlag::NoRouteFound);
+            if upgrade.is_some() {
+                // Envoy closes a connection whose upgrade or CONNECT did not happen.
+                return router::upgrade::close_after(
+                    local_reply(&self, 404, None, Some(finish), "route_not_found"),
+                    &conn,
+                );
+            }
             return local_reply(&self, 404, None, Some(finish), "route_not_found");
         };
         if let Some(l) = finish.log.as_mut() {
@@ -364,16 +392,21 @@ impl HttpConnectionManager {
                     authority: &authority,
                     route_id: route as *const Route as usize,
                 };
-                let mut resp =
-                    match router::forward(&self, req, target, &conn, finish, redirect).await {
-                        router::Forwarded::Response(r) => r,
-                        router::Forwarded::Redirect(next) => {
-                            return self
-                                .clone()
-                                .handle_stream(next.request, conn.clone(), Some(next.state))
-                                .await;
-                        }
-                    };
+                let forwarded = match upgrade {
+                    Some(up) => router::Forwarded::Response(
+                        router::upgrade::forward(&self, req, target, &conn, finish, up).await,
+                    ),
+                    None => router::forward(&self, req, target, &conn, finish, redirect).await,
+                };
+                let mut resp = match forwarded {
+                    router::Forwarded::Response(r) => r,
+                    router::Forwarded::Redirect(next) => {
+                        return self
+                            .clone()
+                            .handle_stream(next.request, conn.clone(), Some(next.state))
+                            .await;
+                    }
+                };
                 base.upstream_cluster = Some(&cluster_name);
                 base.duration = Some(started.elapsed());
                 // An upstream response carries x-envoy-upstream-service-time (when Envoy

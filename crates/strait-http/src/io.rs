@@ -165,6 +165,10 @@ impl<T: AsyncWrite + Unpin> DownstreamIo<T> {
         cx: &mut Context<'_>,
     ) -> Option<Poll<io::Result<usize>>> {
         let status = is_codec_error_reply(first)?;
+        if self.info.upgraded.load(Ordering::Relaxed) {
+            // Tunneled bytes are the peers' own, whatever they look like.
+            return None;
+        }
         if self.info.closing.load(Ordering::Relaxed) {
             // Already answered and closing: hyper's complaint about the unread rest is dropped.
             return Some(Poll::Ready(Ok(total)));

@@ -27,6 +27,10 @@ pub struct HcmStats {
     pub downstream_rq_max_duration_reached: Counter,
     pub downstream_rq_time: Histogram,
     pub downstream_rq_xx: [Counter; 5],
+    // Upgrades (see `router::upgrade`).
+    pub downstream_cx_upgrades_total: Counter,
+    pub downstream_cx_upgrades_active: Gauge,
+    pub downstream_rq_ws_on_non_ws_route: Counter,
     // Router stats, also under `http.<prefix>.`.
     pub no_route: Counter,
     pub no_cluster: Counter,
@@ -74,6 +78,9 @@ impl HcmStats {
                 c("downstream_rq_4xx"),
                 c("downstream_rq_5xx"),
             ],
+            downstream_cx_upgrades_total: c("downstream_cx_upgrades_total"),
+            downstream_cx_upgrades_active: g("downstream_cx_upgrades_active"),
+            downstream_rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             no_route: c("no_route"),
             no_cluster: c("no_cluster"),
             rq_total: c("rq_total"),

@@ -15,6 +15,7 @@ pub mod lb;
 pub mod outlier;
 pub mod pool;
 pub mod shadow;
+pub mod upgrade;
 
 pub use body::{RequestBody, StreamCounters};
 pub use circuit::Priority;

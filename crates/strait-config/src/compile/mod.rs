@@ -366,6 +366,12 @@ fn compile_hcm(
         .and_then(|d| duration(d, &path.field("drain_timeout"), errs))
         .unwrap_or(Duration::from_secs(5));
     let access_logs = compile_access_logs(&h.access_log, &path.field("access_log"), errs);
+    let upgrades = crate::route::upgrade::compile_hcm(
+        &h.upgrade_configs,
+        h2.allow_connect,
+        &path.field("upgrade_configs"),
+        errs,
+    );
     Some(HcmSpec {
         stat_prefix: h.stat_prefix.clone(),
         buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
@@ -418,5 +424,6 @@ fn compile_hcm(
                 .map(|v| v.value),
         },
         access_logs,
+        upgrades,
     })
 }

@@ -75,6 +75,8 @@ pub struct ForwardOptions {
     pub mirrors: Box<[MirrorPolicy]>,
     pub priority: RoutePriority,
     pub internal_redirect: Option<InternalRedirectPolicy>,
+    /// `upgrade_configs`: the route's upgrade types (see [`super::upgrade`]).
+    pub upgrades: Box<[super::upgrade::UpgradeEntry]>,
 }
 
 /// `internal_redirect_policy`: 3xx answers the proxy follows itself.
@@ -166,6 +168,11 @@ pub(crate) fn compile(
         } else {
             RoutePriority::Default
         },
+        upgrades: super::upgrade::compile_route(
+            &ra.upgrade_configs,
+            &path.field("upgrade_configs"),
+            errs,
+        ),
     })
 }
 

@@ -125,7 +125,10 @@ impl RouteMatcher {
     /// per request and gives every route's `runtime_fraction` the same).
     pub fn matches_with(&self, req: &RequestView<'_>, random: &RequestRandom) -> bool {
         // The cheapest and most selective test first; the result does not depend on order.
-        if !self.path.matches(req.path) {
+        // A CONNECT request only matches `connect_matcher` routes, which match nothing else
+        // (Envoy: a CONNECT request has no path for path matchers to see).
+        let connect = req.method == http::Method::CONNECT;
+        if connect != matches!(self.path, PathMatcher::Connect) || !self.path.matches(req.path) {
             return false;
         }
         if let Some(f) = &self.runtime_fraction
@@ -233,6 +236,9 @@ pub enum PathMatcher {
     /// The whole path without the query must match (anchored; `case_sensitive` ignored,
     /// like Envoy).
     Regex(regex::Regex),
+    /// `connect_matcher`: CONNECT requests only, whatever their path (checked in
+    /// [`RouteMatcher::matches_with`], which sees the method).
+    Connect,
 }
 
 impl PathMatcher {
@@ -263,6 +269,7 @@ impl PathMatcher {
                     && p.as_bytes().get(prefix.len()).is_none_or(|&b| b == b'/')
             }
             PathMatcher::Regex(re) => re.is_match(p),
+            PathMatcher::Connect => true,
         }
     }
 
@@ -291,6 +298,7 @@ impl PathMatcher {
                 let lit = regex_literal_prefix(pattern);
                 (!lit.is_empty()).then_some((lit, false))
             }
+            PathMatcher::Connect => None,
         }
     }
 }
@@ -1006,13 +1014,7 @@ pub fn compile_match(
             );
             None
         }
-        Some(PS::ConnectMatcher(_)) => {
-            errs.push(
-                mp.to_string(),
-                "connect_matcher is not supported by Strait yet (CONNECT is not proxied)",
-            );
-            None
-        }
+        Some(PS::ConnectMatcher(_)) => Some(PathMatcher::Connect),
         None => {
             errs.push(
                 mp.to_string(),
@@ -1643,8 +1645,8 @@ mod tests {
             e.map(|e| e.0[0].path.clone()).as_deref(),
             Some("match.dynamic_metadata")
         );
-        let e = route_match(serde_json::json!({"connect_matcher": {}})).err();
-        assert!(e.is_some());
+        let m = route_match(serde_json::json!({"connect_matcher": {}}));
+        assert!(matches!(m.map(|m| m.path), Ok(PathMatcher::Connect)));
         let e = route_match(serde_json::json!({"prefix": "/", "tls_context": {"presented": true}}))
             .err();
         assert!(e.is_some());

@@ -16,6 +16,7 @@ pub mod headers;
 pub mod matcher;
 pub mod per_filter;
 pub mod retry;
+pub mod upgrade;
 pub mod vcluster;
 
 pub use action::{ClusterAction, RouteAction};
@@ -522,6 +523,7 @@ pub fn supported_fields() -> impl Iterator<Item = &'static (&'static str, &'stat
         .chain(forward::SUPPORTED.iter())
         .chain(vcluster::SUPPORTED.iter())
         .chain(per_filter::SUPPORTED.iter())
+        .chain(upgrade::SUPPORTED.iter())
         .chain(SUPPORTED.iter())
 }
 

@@ -11,6 +11,7 @@ pub mod mutation;
 pub mod redirect;
 pub mod request;
 pub mod response;
+pub mod upgrade;
 pub mod upstream;
 
 use std::sync::Arc;
