@@ -66,6 +66,9 @@ pub enum UpstreamError {
     /// A circuit breaker (`max_pending_requests`, `max_requests`) refused the request
     /// (Envoy: `overflow`, a 503 with `x-envoy-overloaded: true` and response flag UO).
     Overflow,
+    /// `max_connection_pools` refused a new pool for the host (Envoy answers it like no
+    /// healthy upstream: 503 `no healthy upstream`, flag UH).
+    NoPool,
 }
 
 impl UpstreamError {
@@ -79,6 +82,7 @@ impl UpstreamError {
             UpstreamError::RemoteReset { refused: false, .. } => "remote reset",
             UpstreamError::Protocol(_) => "protocol error",
             UpstreamError::Overflow => "overflow",
+            UpstreamError::NoPool => "no pool",
         }
     }
 
@@ -102,7 +106,8 @@ impl UpstreamError {
             UpstreamError::Reset(_)
             | UpstreamError::RemoteReset { .. }
             | UpstreamError::Protocol(_)
-            | UpstreamError::Overflow => None,
+            | UpstreamError::Overflow
+            | UpstreamError::NoPool => None,
         }
     }
 }
@@ -172,6 +177,9 @@ struct H2Conn {
 struct WorkerHost {
     conns: AtomicU32,
     freed: tokio::sync::Notify,
+    /// The `max_connection_pools` slot this worker's pool for the host holds while it has
+    /// a connection (Envoy removes an idle pool; locked only when a pool opens or empties).
+    pool: std::sync::Mutex<Option<Slot>>,
 }
 
 #[derive(Default)]
@@ -269,7 +277,12 @@ impl CxSlot {
 
 impl Drop for CxSlot {
     fn drop(&mut self) {
-        self.worker_host.conns.fetch_sub(1, Ordering::AcqRel);
+        if self.worker_host.conns.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The pool's last connection closed: the pool is gone.
+            if let Ok(mut p) = self.worker_host.pool.lock() {
+                p.take();
+            }
+        }
         self.worker_host.freed.notify_one();
     }
 }
@@ -278,13 +291,31 @@ impl Drop for CxSlot {
 /// or any slot when this worker has no connection to the host at all (Envoy never leaves a
 /// pool without a connection). `None`: the request must wait for one of the worker's
 /// connections.
-fn try_cx_slot(res: &Resources, wh: &Arc<WorkerHost>) -> Option<CxSlot> {
+fn try_cx_slot(
+    cluster: &Cluster,
+    res: &Resources,
+    wh: &Arc<WorkerHost>,
+) -> Result<Option<CxSlot>, UpstreamError> {
+    let first = wh.conns.load(Ordering::Acquire) == 0;
+    if first
+        && let Ok(mut pool) = wh.pool.lock()
+        && pool.is_none()
+    {
+        // A new pool for this host on this worker: `max_connection_pools`.
+        match res.connection_pools.try_acquire() {
+            Some(s) => *pool = Some(s),
+            None => {
+                cluster.breakers.stats.upstream_cx_pool_overflow.inc();
+                return Err(UpstreamError::NoPool);
+            }
+        }
+    }
     let slot = match res.connections.try_acquire() {
         Some(s) => s,
-        None if wh.conns.load(Ordering::Acquire) == 0 => res.connections.acquire_anyway(),
-        None => return None,
+        None if first => res.connections.acquire_anyway(),
+        None => return Ok(None),
     };
-    Some(CxSlot::new(wh.clone(), slot))
+    Ok(Some(CxSlot::new(wh.clone(), slot)))
 }
 
 /// A request waiting for a connection: a `max_pending_requests` slot and the
@@ -617,7 +648,7 @@ async fn h1_connection(
         if let Some(c) = take_idle_h1(cluster, host) {
             return Ok(H1Conn::Idle(c));
         }
-        if let Some(slot) = try_cx_slot(res, &wh) {
+        if let Some(slot) = try_cx_slot(cluster, res, &wh)? {
             let (tx, rx) = new_h1(cluster, host, slot).await?;
             return Ok(H1Conn::New(tx, rx));
         }
@@ -848,7 +879,10 @@ async fn h2_stream(
                     return Ok(H2Lookup::Wait(n.clone()));
                 }
             }
-            match try_cx_slot(res, &wh) {
+            let Ok(slot) = try_cx_slot(cluster, res, &wh) else {
+                return Err(UpstreamError::NoPool);
+            };
+            match slot {
                 Some(slot) => {
                     let n = Arc::new(tokio::sync::Notify::new());
                     p.h2_connecting.insert(host.id, n.clone());
@@ -864,18 +898,15 @@ async fn h2_stream(
                         // Only connecting connections: wait for one.
                         None => match p.h2_connecting.get(&host.id) {
                             Some(n) => Ok(H2Lookup::Wait(n.clone())),
-                            None => Err(()),
+                            None => Err(UpstreamError::Overflow),
                         },
                     }
                 }
             }
         });
-        let lookup = match lookup {
-            Ok(l) => l,
-            // Unreachable in practice (a worker without connections may always open one);
-            // treat it as an overflow rather than spin.
-            Err(()) => return Err(UpstreamError::Overflow),
-        };
+        // `max_connection_pools` reached, or (unreachable in practice) no connection at
+        // all to wait for: an overflow rather than a spin.
+        let lookup = lookup?;
         match lookup {
             H2Lookup::Ready(tx, active) => return Ok((tx, active)),
             H2Lookup::Wait(n) => {

@@ -312,3 +312,53 @@ fn route_priority_selects_the_high_thresholds() {
     assert_eq!(default[0].status, 200);
     assert_overflow(&default[1]);
 }
+
+/// `max_connection_pools: 1` with two keep-alive hosts on one worker (Envoy 1.40 observed
+/// the same): the first host's pool stays open with its idle connection, so a request
+/// balanced to the second host needs a second pool and gets Envoy's
+/// `503 no healthy upstream` (flag UH), counted in `upstream_cx_pool_overflow`.
+#[test]
+fn max_connection_pools_overflow_is_no_healthy_upstream() {
+    let a = EchoServer::start_background("a").unwrap();
+    let b = EchoServer::start_background("b").unwrap();
+    let dir = TestDir::new("cb-pools");
+    let ep = |p: u16| json!({"endpoint": {"address": socket_address(p)}});
+    let c = json!({
+        "name": "echo",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "echo", "endpoints": [{"lb_endpoints": [ep(a.port()), ep(b.port())]}]},
+        "circuit_breakers": {"thresholds": [{"max_connection_pools": 1, "track_remaining": true}]},
+    });
+    let strait = start(&dir, c);
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| {
+            http_get(strait.listen, &format!("/p{i}"))
+                .expect("request")
+                .status
+        })
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 2, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+    let s = strait.stats();
+    assert_eq!(s["cluster.echo.upstream_cx_pool_overflow"], 2);
+    assert_eq!(s["cluster.echo.circuit_breakers.default.cx_pool_open"], 1);
+    assert_eq!(
+        s["cluster.echo.circuit_breakers.default.remaining_cx_pools"],
+        0
+    );
+    assert_eq!(s["cluster.echo.upstream_rq_503"], 2);
+    let log = wait_file(&dir.join("access.log"), Duration::from_secs(3), |l| {
+        l.lines().count() >= 4
+    })
+    .expect("access log");
+    assert_eq!(
+        log.matches("503 UH no_healthy_upstream\n").count(),
+        2,
+        "{log}"
+    );
+}

@@ -23,8 +23,8 @@ pub struct Thresholds {
     pub max_retries: u32,
     /// Replaces `max_retries` when set.
     pub retry_budget: Option<RetryBudget>,
-    /// `max_connection_pools`; unlimited when unset (not enforced yet: the field is
-    /// refused by the supported table).
+    /// `max_connection_pools`; unlimited when unset. A pool is one worker's connections to
+    /// one host, open while it has a connection.
     pub max_connection_pools: Option<u32>,
     /// Publish the `remaining_*` gauges.
     pub track_remaining: bool,
@@ -65,6 +65,7 @@ pub const SUPPORTED: &[(&str, &[&str])] = &[
             "max_retries",
             "retry_budget",
             "track_remaining",
+            "max_connection_pools",
         ],
     ),
     (

@@ -1017,6 +1017,9 @@ pub async fn send(
                         timers,
                     })
                 }
+                Outcome::Error(UpstreamError::NoPool) => {
+                    fail(FailureKind::NoHealthyUpstream, attempt)
+                }
                 Outcome::Error(error) => fail(
                     FailureKind::Upstream {
                         error,
@@ -1127,7 +1130,7 @@ fn count_attempt_error(cluster: &Cluster, e: &UpstreamError) {
         }
         UpstreamError::RemoteReset { .. } => s.upstream_rq_rx_reset.inc(),
         UpstreamError::Protocol(_) => s.upstream_cx_protocol_error.inc(),
-        UpstreamError::Reset(_) | UpstreamError::Overflow => {}
+        UpstreamError::Reset(_) | UpstreamError::Overflow | UpstreamError::NoPool => {}
     }
 }
 
@@ -1290,6 +1293,11 @@ pub fn failure_reply(
                 UpstreamError::Overflow => {
                     finish.flags.insert(ResponseFlag::UpstreamOverflow);
                     overloaded = !hcm.spec.suppress_envoy_headers;
+                    503
+                }
+                // Answered as no healthy upstream before reaching here (see `send`).
+                UpstreamError::NoPool => {
+                    finish.flags.insert(ResponseFlag::NoHealthyUpstream);
                     503
                 }
             };
