@@ -399,15 +399,7 @@ impl Body for ReplayBody {
         let buffered = self.remaining_buffered();
         match &self.rest {
             None => SizeHint::with_exact(buffered),
-            Some(r) => {
-                let h = r.size_hint();
-                let mut out = SizeHint::new();
-                out.set_lower(h.lower() + buffered);
-                if let Some(u) = h.upper() {
-                    out.set_upper(u + buffered);
-                }
-                out
-            }
+            Some(r) => crate::shadow::hint_plus(r.size_hint(), buffered),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod circuit;
 pub mod cluster;
+pub mod counted;
 pub mod discovery;
 pub mod health;
 pub mod host;

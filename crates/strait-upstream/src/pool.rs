@@ -37,12 +37,12 @@ use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use strait_config::model::UpstreamProtocol;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{RequestBody, StreamCounters};
 use crate::circuit::{Priority, Resources, Slot};
 use crate::cluster::Cluster;
+use crate::counted::{Counted, OnClose};
 use crate::host::Host;
 
 /// Idle HTTP/1.1 connections kept per host per worker.
@@ -383,91 +383,23 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// The upstream socket, counting what it reads (shared with the pool, to tell whether a
-/// response started) and adding both directions to the cluster totals when it closes.
-struct UpstreamIo {
-    inner: TcpStream,
-    rx: Arc<AtomicU64>,
-    tx_bytes: u64,
-    cluster: Arc<Cluster>,
-}
+/// A pooled connection's stream: its byte totals go to the cluster's stats when it closes.
+type UpstreamIo = Counted<ClusterBytes>;
 
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            let n = (buf.filled().len() - before) as u64;
-            if n > 0 {
-                this.rx.fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-}
+#[derive(Debug)]
+struct ClusterBytes(Arc<Cluster>);
 
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            this.tx_bytes += *n as u64;
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            this.tx_bytes += *n as u64;
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl Drop for UpstreamIo {
-    fn drop(&mut self) {
-        let s = &self.cluster.stats;
-        s.upstream_cx_rx_bytes_total
-            .add(self.rx.load(Ordering::Relaxed));
-        s.upstream_cx_tx_bytes_total.add(self.tx_bytes);
+impl OnClose for ClusterBytes {
+    fn closed(&mut self, rx: u64, tx: u64) {
+        let s = &self.0.stats;
+        s.upstream_cx_rx_bytes_total.add(rx);
+        s.upstream_cx_tx_bytes_total.add(tx);
     }
 }
 
 fn upstream_io(cluster: &Arc<Cluster>, stream: TcpStream) -> (UpstreamIo, Arc<AtomicU64>) {
-    let rx = Arc::new(AtomicU64::new(0));
-    let io = UpstreamIo {
-        inner: stream,
-        rx: rx.clone(),
-        tx_bytes: 0,
-        cluster: cluster.clone(),
-    };
+    let io = Counted::new(stream, ClusterBytes(cluster.clone()));
+    let rx = io.rx_counter();
     (io, rx)
 }
 

@@ -207,18 +207,10 @@ impl Body for DownstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         let buffered: u64 = self.buffered.iter().map(|b| b.len() as u64).sum();
-        let mut h = SizeHint::new();
         match &self.inner {
-            Some(i) => {
-                let ih = i.size_hint();
-                h.set_lower(ih.lower() + buffered);
-                if let Some(u) = ih.upper() {
-                    h.set_upper(u + buffered);
-                }
-            }
-            None => h.set_exact(buffered),
+            Some(i) => hint_plus(i.size_hint(), buffered),
+            None => SizeHint::with_exact(buffered),
         }
-        h
     }
 }
 
@@ -258,4 +250,14 @@ impl Body for ShadowBody {
     fn is_end_stream(&self) -> bool {
         self.ended
     }
+}
+
+/// `h` with `extra` bytes known to come first.
+pub(crate) fn hint_plus(h: SizeHint, extra: u64) -> SizeHint {
+    let mut out = SizeHint::new();
+    out.set_lower(h.lower() + extra);
+    if let Some(u) = h.upper() {
+        out.set_upper(u + extra);
+    }
+    out
 }

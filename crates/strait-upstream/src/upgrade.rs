@@ -7,10 +7,7 @@
 //! the upgrade request head over HTTP/1.1, and counting the connection's bytes into
 //! `upstream_cx_rx_bytes_total` / `upstream_cx_tx_bytes_total` when it closes.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,106 +16,48 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::cluster::Cluster;
+use crate::counted::{Counted, OnClose};
 use crate::host::Host;
 use crate::pool::UpstreamError;
 
 /// A TCP connection to an upstream host, held by one upgraded stream. Counts its bytes
 /// and keeps the cluster's and host's active-connection gauges while it lives.
+pub type TunnelStream = Counted<TunnelStats>;
+
+/// The gauges and totals of a tunnel's upstream connection.
 #[derive(Debug)]
-pub struct TunnelStream {
-    inner: TcpStream,
+pub struct TunnelStats {
     cluster: Arc<Cluster>,
     host: Arc<Host>,
     opened: Instant,
-    rx_bytes: u64,
-    tx_bytes: u64,
 }
 
-impl TunnelStream {
-    fn new(inner: TcpStream, cluster: &Arc<Cluster>, host: &Arc<Host>) -> Self {
-        cluster.stats.upstream_cx_active.inc();
-        host.stats.cx_active.inc();
-        TunnelStream {
-            inner,
+fn tunnel_stream(inner: TcpStream, cluster: &Arc<Cluster>, host: &Arc<Host>) -> TunnelStream {
+    cluster.stats.upstream_cx_active.inc();
+    host.stats.cx_active.inc();
+    Counted::new(
+        inner,
+        TunnelStats {
             cluster: cluster.clone(),
             host: host.clone(),
             opened: Instant::now(),
-            rx_bytes: 0,
-            tx_bytes: 0,
-        }
-    }
+        },
+    )
 }
 
-impl Drop for TunnelStream {
-    fn drop(&mut self) {
+impl OnClose for TunnelStats {
+    fn closed(&mut self, rx: u64, tx: u64) {
         let s = &self.cluster.stats;
-        s.upstream_cx_rx_bytes_total.add(self.rx_bytes);
-        s.upstream_cx_tx_bytes_total.add(self.tx_bytes);
+        s.upstream_cx_rx_bytes_total.add(rx);
+        s.upstream_cx_tx_bytes_total.add(tx);
         s.upstream_cx_active.dec();
         s.upstream_cx_destroy.inc();
         s.upstream_cx_length_ms
             .record(self.opened.elapsed().as_millis() as u64);
         self.host.stats.cx_active.dec();
-    }
-}
-
-impl AsyncRead for TunnelStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            this.rx_bytes += (buf.filled().len() - before) as u64;
-        }
-        r
-    }
-}
-
-impl AsyncWrite for TunnelStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            this.tx_bytes += *n as u64;
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            this.tx_bytes += *n as u64;
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -156,7 +95,7 @@ pub async fn connect(
         .stats
         .upstream_cx_connect_ms
         .record(started.elapsed().as_millis() as u64);
-    Ok(TunnelStream::new(stream, cluster, host))
+    Ok(tunnel_stream(stream, cluster, host))
 }
 
 /// Sends an upgrade request head (no body: the payload follows the upgrade) over a new
