@@ -51,6 +51,8 @@ pub struct Finish {
     pub counters: Option<Arc<StreamCounters>>,
     pub bytes_sent: u64,
     pub upstream: Option<UpstreamInfo>,
+    /// `x-envoy-internal: true` on the routed request (Envoy's `internal.` code stats).
+    pub internal_request: bool,
     /// The virtual cluster the request counts under, when its virtual host has any.
     pub vcluster: Option<Arc<VclusterStats>>,
     pub log: Option<Box<LogData>>,
@@ -81,6 +83,7 @@ impl Finish {
             counters: None,
             bytes_sent: 0,
             upstream: None,
+            internal_request: false,
             vcluster: None,
             handed_over: false,
             log,
@@ -112,7 +115,11 @@ impl Finish {
             u.cluster.stats.upstream_rq_active.dec();
             u.host.request_ended();
             let ms = u.started.elapsed().as_millis() as u64;
-            u.cluster.stats.upstream_rq_time.record(ms);
+            let origin = strait_upstream::cluster::RqOrigin {
+                internal: self.internal_request,
+                canary: u.host.canary,
+            };
+            u.cluster.stats.record_time(ms, origin);
             u.cluster.stats.upstream_rq_completed.inc();
             if let Some(vc) = &self.vcluster {
                 vc.upstream_rq_time.record(ms);

@@ -138,6 +138,10 @@ impl StreamCounters {
             self.ready_notify.notify_waiters();
         }
     }
+    /// Whether the current attempt has its upstream connection.
+    pub fn is_upstream_ready(&self) -> bool {
+        self.upstream_ready.load(Ordering::Acquire)
+    }
     /// Resolves once the current attempt has its upstream connection.
     pub async fn upstream_ready(&self) {
         loop {

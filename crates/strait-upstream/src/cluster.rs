@@ -54,10 +54,53 @@ pub struct ClusterStats {
     pub membership_healthy: Gauge,
     pub membership_degraded: Gauge,
     pub membership_total: Gauge,
+    /// Envoy sets it only when discovery updates a dynamic host list (STRICT_DNS, EDS):
+    /// a STATIC cluster shows 0 whatever its weights. Discovery sets it
+    /// ([`ClusterStats::set_max_host_weight`]).
     pub max_host_weight: Gauge,
-    rq_class: [Counter; 5],
-    /// `upstream_rq_<code>`, created on first use per code (Envoy creates them lazily too).
-    rq_code: Box<[OnceLock<Counter>]>,
+    /// Requests cancelled while waiting for a connection (the request-wide timeout fired or
+    /// the client went away before the pool gave one).
+    pub upstream_rq_cancelled: Counter,
+    /// How connections ended, for the pool to count next to `upstream_cx_destroy`
+    /// ([`ClusterStats::record_cx_destroy`]) and `Connection: close` / GOAWAY closes.
+    pub upstream_cx_destroy_local: Counter,
+    pub upstream_cx_destroy_remote: Counter,
+    pub upstream_cx_destroy_with_active_rq: Counter,
+    pub upstream_cx_destroy_local_with_active_rq: Counter,
+    pub upstream_cx_destroy_remote_with_active_rq: Counter,
+    pub upstream_cx_close_notify: Counter,
+    /// `default.total_match_count`: hosts given the default transport socket (Envoy resolves
+    /// a host's transport socket match once, when the host is created; Strait has no
+    /// `transport_socket_matches`, so every host matches `default`).
+    pub default_total_match_count: Counter,
+    /// Stats of features Strait does not have (EDS leases, HTTP/3 and 0-RTT, internal
+    /// redirects, source-address binding, preconnect, maintenance mode, TCP connect
+    /// attempts, queue policies, warming, a cluster's `max_stream_duration`): Envoy shows
+    /// them at 0 for such a cluster, so Strait does too, and dashboards and alerts written
+    /// for Envoy find them.
+    pub assignment_stale: Counter,
+    pub assignment_timeout_received: Counter,
+    pub assignment_use_cached: Counter,
+    pub bind_errors: Counter,
+    pub upstream_cx_http3_total: Counter,
+    pub upstream_http3_broken: Counter,
+    pub upstream_cx_connect_with_0_rtt: Counter,
+    pub upstream_rq_0rtt: Counter,
+    pub upstream_internal_redirect_failed_total: Counter,
+    pub upstream_internal_redirect_succeeded_total: Counter,
+    pub upstream_cx_preconnect_skipped: Counter,
+    pub upstream_rq_maintenance_mode: Counter,
+    pub upstream_rq_max_duration_reached: Counter,
+    pub upstream_cx_connect_attempts_exceeded: Counter,
+    pub upstream_queue_overloaded: Gauge,
+    pub warming_state: Gauge,
+    /// `upstream_rq_<class>xx` and `upstream_rq_<code>`, created on first use (as Envoy).
+    codes: StatusCounters,
+    /// `external.*`, `internal.*` and `canary.*` response stats (Envoy's code stats by
+    /// origin), created on first use.
+    external: OriginStats,
+    internal: OriginStats,
+    canary: OriginStats,
     /// `retry.upstream_rq_<code>`, `retry.upstream_rq_<class>xx`, `retry.upstream_rq_completed`:
     /// the responses that were retried, created on first use like Envoy's.
     retry_codes: StatusCounters,
@@ -113,14 +156,38 @@ impl ClusterStats {
             membership_degraded: g("membership_degraded"),
             membership_total: g("membership_total"),
             max_host_weight: g("max_host_weight"),
-            rq_class: [
-                c("upstream_rq_1xx"),
-                c("upstream_rq_2xx"),
-                c("upstream_rq_3xx"),
-                c("upstream_rq_4xx"),
-                c("upstream_rq_5xx"),
-            ],
-            rq_code: (100..600).map(|_| OnceLock::new()).collect(),
+            upstream_rq_cancelled: c("upstream_rq_cancelled"),
+            upstream_cx_destroy_local: c("upstream_cx_destroy_local"),
+            upstream_cx_destroy_remote: c("upstream_cx_destroy_remote"),
+            upstream_cx_destroy_with_active_rq: c("upstream_cx_destroy_with_active_rq"),
+            upstream_cx_destroy_local_with_active_rq: c("upstream_cx_destroy_local_with_active_rq"),
+            upstream_cx_destroy_remote_with_active_rq: c(
+                "upstream_cx_destroy_remote_with_active_rq",
+            ),
+            upstream_cx_close_notify: c("upstream_cx_close_notify"),
+            default_total_match_count: c("default.total_match_count"),
+            assignment_stale: c("assignment_stale"),
+            assignment_timeout_received: c("assignment_timeout_received"),
+            assignment_use_cached: c("assignment_use_cached"),
+            bind_errors: c("bind_errors"),
+            upstream_cx_http3_total: c("upstream_cx_http3_total"),
+            upstream_http3_broken: c("upstream_http3_broken"),
+            upstream_cx_connect_with_0_rtt: c("upstream_cx_connect_with_0_rtt"),
+            upstream_rq_0rtt: c("upstream_rq_0rtt"),
+            upstream_internal_redirect_failed_total: c("upstream_internal_redirect_failed_total"),
+            upstream_internal_redirect_succeeded_total: c(
+                "upstream_internal_redirect_succeeded_total",
+            ),
+            upstream_cx_preconnect_skipped: c("upstream_cx_preconnect_skipped"),
+            upstream_rq_maintenance_mode: c("upstream_rq_maintenance_mode"),
+            upstream_rq_max_duration_reached: c("upstream_rq_max_duration_reached"),
+            upstream_cx_connect_attempts_exceeded: c("upstream_cx_connect_attempts_exceeded"),
+            upstream_queue_overloaded: g("upstream_queue_overloaded"),
+            warming_state: g("warming_state"),
+            codes: StatusCounters::new(store, &p),
+            external: OriginStats::new(store, &format!("{p}external.")),
+            internal: OriginStats::new(store, &format!("{p}internal.")),
+            canary: OriginStats::new(store, &format!("{p}canary.")),
             retry_codes: StatusCounters::new(store, &format!("{p}retry.")),
             retry_completed: OnceLock::new(),
             store: store.clone(),
@@ -134,24 +201,57 @@ impl ClusterStats {
         &self.store
     }
 
-    /// Counts a response status from the upstream (`upstream_rq_2xx`, `upstream_rq_200`).
-    pub fn record_status(&self, status: u16) {
-        if let Some(c) = (status / 100)
-            .checked_sub(1)
-            .and_then(|i| self.rq_class.get(i as usize))
-        {
-            c.inc();
+    /// Counts the response status a request ended with (`upstream_rq_2xx`,
+    /// `upstream_rq_200`), and by origin as Envoy's router does: `external.*` or
+    /// `internal.*` (`upstream_rq_completed`, class, code), plus `canary.*` for a canary host.
+    pub fn record_status(&self, status: u16, origin: RqOrigin) {
+        self.codes.record(status);
+        self.origin(origin.internal).record_status(status);
+        if origin.canary {
+            self.canary.record_status(status);
         }
-        if let Some(slot) = status
-            .checked_sub(100)
-            .and_then(|i| self.rq_code.get(i as usize))
-        {
-            slot.get_or_init(|| {
-                self.store
-                    .counter(&format!("{}upstream_rq_{status}", self.prefix))
-            })
-            .inc();
+    }
+
+    /// Records a request's upstream time in `upstream_rq_time` and its origin's histograms.
+    pub fn record_time(&self, ms: u64, origin: RqOrigin) {
+        self.upstream_rq_time.record(ms);
+        self.origin(origin.internal).record_time(ms);
+        if origin.canary {
+            self.canary.record_time(ms);
         }
+    }
+
+    fn origin(&self, internal: bool) -> &OriginStats {
+        if internal {
+            &self.internal
+        } else {
+            &self.external
+        }
+    }
+
+    /// Counts how a connection ended, next to `upstream_cx_destroy` (which the caller counts):
+    /// `local` when Strait closed it, `active_rq` when requests were still on it.
+    pub fn record_cx_destroy(&self, local: bool, active_rq: bool) {
+        if local {
+            self.upstream_cx_destroy_local.inc();
+        } else {
+            self.upstream_cx_destroy_remote.inc();
+        }
+        if active_rq {
+            self.upstream_cx_destroy_with_active_rq.inc();
+            if local {
+                self.upstream_cx_destroy_local_with_active_rq.inc();
+            } else {
+                self.upstream_cx_destroy_remote_with_active_rq.inc();
+            }
+        }
+    }
+
+    /// `max_host_weight` after discovery replaced a dynamic host list (STRICT_DNS, EDS): the
+    /// largest weight among `hosts`. STATIC clusters never call it (Envoy shows 0 there).
+    pub fn set_max_host_weight(&self, hosts: &[Arc<Host>]) {
+        self.max_host_weight
+            .set(hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
     }
 
     /// Counts an upstream response that was retried instead of being sent downstream, as
@@ -165,6 +265,67 @@ impl ClusterStats {
                     .counter(&format!("{}retry.upstream_rq_completed", self.prefix))
             })
             .inc();
+    }
+}
+
+/// Where a request came from, for the `internal.` / `external.` / `canary.` code stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RqOrigin {
+    /// The request carried `x-envoy-internal: true` (Envoy's internal request).
+    pub internal: bool,
+    /// The upstream host is a canary (`envoy.lb` metadata `canary: true`).
+    pub canary: bool,
+}
+
+impl RqOrigin {
+    /// Envoy's internal-request test: the request carries `x-envoy-internal: true`.
+    pub fn is_internal(h: &http::HeaderMap) -> bool {
+        h.get("x-envoy-internal")
+            .is_some_and(|v| v.as_bytes() == b"true")
+    }
+}
+
+/// One origin's response stats (`<prefix>upstream_rq_completed`, `..._<class>xx`,
+/// `..._<code>`, `..._time`), created on first use like Envoy's.
+#[derive(Debug)]
+struct OriginStats {
+    codes: StatusCounters,
+    completed: OnceLock<Counter>,
+    time: OnceLock<Histogram>,
+    store: Store,
+    prefix: String,
+}
+
+impl OriginStats {
+    fn new(store: &Store, prefix: &str) -> Self {
+        OriginStats {
+            codes: StatusCounters::new(store, prefix),
+            completed: OnceLock::new(),
+            time: OnceLock::new(),
+            store: store.clone(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn record_status(&self, status: u16) {
+        self.completed
+            .get_or_init(|| {
+                self.store
+                    .counter(&format!("{}upstream_rq_completed", self.prefix))
+            })
+            .inc();
+        self.codes.record(status);
+    }
+
+    fn record_time(&self, ms: u64) {
+        self.time
+            .get_or_init(|| {
+                self.store.histogram(
+                    &format!("{}upstream_rq_time", self.prefix),
+                    HistogramUnit::Milliseconds,
+                )
+            })
+            .record(ms);
     }
 }
 
@@ -273,8 +434,6 @@ impl Cluster {
                 .filter(|h| h.health() == HostHealth::Degraded)
                 .count() as i64,
         );
-        s.max_host_weight
-            .set(snap.hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
     }
 
     /// The circuit-breaker resources of a routing priority.
@@ -358,12 +517,31 @@ impl ClusterManager {
         let mut cm = ClusterManager::default();
         for spec in &config.clusters {
             let c = Arc::new(Cluster::new(spec.clone(), store, slots));
+            c.stats
+                .default_total_match_count
+                .add(c.hosts().len() as u64);
             cm.clusters.insert(c.name.clone(), c.clone());
             cm.order.push(c);
         }
         store
             .gauge("cluster_manager.active_clusters")
             .set(cm.order.len() as i64);
+        // The rest of Envoy's cluster manager stats: static clusters are added once; CDS
+        // (modify, remove, merged updates) and warming do not exist in Strait.
+        store
+            .counter("cluster_manager.cluster_added")
+            .add(cm.order.len() as u64);
+        for n in [
+            "cluster_modified",
+            "cluster_removed",
+            "cluster_updated",
+            "cluster_updated_via_merge",
+            "update_merge_cancelled",
+            "update_out_of_merge_window",
+        ] {
+            store.counter(&format!("cluster_manager.{n}"));
+        }
+        store.gauge("cluster_manager.warming_clusters");
         cm
     }
 

@@ -591,3 +591,90 @@ fn crashed_backend_without_protection_for_comparison() {
     );
     assert!(t.requests > 500, "too little load to mean anything: {t:?}");
 }
+
+/// A listener whose accept queue is full and never drained: further connects hang (the
+/// kernel drops their SYNs), so a request to it waits for a connection until a timeout.
+/// Returns the port and the descriptors to close.
+fn black_hole() -> (u16, Vec<TcpStream>, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr is a
+    // zeroed, correctly sized sockaddr_in.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut got_len = len;
+        libc::getsockname(
+            fd,
+            (&mut got as *mut libc::sockaddr_in).cast(),
+            &mut got_len,
+        );
+        let port = u16::from_be(got.sin_port);
+        // Fill the accept queue (backlog 0 still admits one or two).
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            if let Ok(s) = TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(200),
+            ) {
+                fillers.push(s);
+            }
+        }
+        (port, fillers, owned)
+    }
+}
+
+/// A request whose route timeout fires while it still waits for a connection is a
+/// cancelled pool request (`upstream_rq_cancelled`) and a timeout (`upstream_rq_timeout`),
+/// answered 504, as in Envoy (checked against it when installed).
+#[test]
+fn request_given_up_while_connecting_counts_as_cancelled() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (hole, _fillers, _fd) = black_hole();
+    for proxy in [Proxy::Strait, Proxy::Envoy] {
+        let dir = TestDir::new("resilience-cancelled");
+        let (admin, listen) = (port(), port());
+        let mut c = cluster("svc", hole, false);
+        c["connect_timeout"] = json!("5s");
+        let b = bootstrap(
+            admin,
+            vec![listener(
+                "main",
+                listen,
+                "ingress",
+                vec![route("/", "svc", Some("0.3s"))],
+                vec![],
+            )],
+            vec![c],
+        );
+        let Some(_running) = start_proxy(proxy, &dir, &b) else {
+            eprintln!("SKIP: Envoy not found: not compared against Envoy");
+            continue;
+        };
+        let r = http_get(strait_testkit::ports::localhost(listen), "/").unwrap();
+        assert_eq!(r.status, 504, "{}", r.body_str());
+        let admin = strait_testkit::ports::localhost(admin);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let stats = loop {
+            let s = admin_stats(admin);
+            if s.get("cluster.svc.upstream_rq_cancelled") == Some(&1) || Instant::now() > deadline {
+                break s;
+            }
+            thread::sleep(Duration::from_millis(25));
+        };
+        let g = |n: &str| stats.get(&format!("cluster.svc.{n}")).copied();
+        assert_eq!(g("upstream_rq_cancelled"), Some(1), "{stats:?}");
+        assert_eq!(g("upstream_rq_timeout"), Some(1), "{stats:?}");
+        assert_eq!(g("upstream_rq_pending_failure_eject"), Some(0), "{stats:?}");
+    }
+}

@@ -150,6 +150,10 @@ async fn run(cluster: Arc<Cluster>, req: Request<RequestBody>, timeout: Option<D
         return;
     };
     let counters = StreamCounters::default();
+    let origin = strait_upstream::cluster::RqOrigin {
+        internal: strait_upstream::cluster::RqOrigin::is_internal(req.headers()),
+        canary: host.canary,
+    };
     cluster.stats.upstream_rq_active.inc();
     host.request_started();
     let exchange = async {
@@ -178,7 +182,7 @@ async fn run(cluster: Arc<Cluster>, req: Request<RequestBody>, timeout: Option<D
     host.request_ended();
     match outcome {
         Ok(Some((status, ok))) => {
-            cluster.stats.record_status(status);
+            cluster.stats.record_status(status, origin);
             cluster.stats.upstream_rq_completed.inc();
             if ok && status < 500 {
                 host.stats.rq_success.inc();

@@ -787,6 +787,7 @@ pub async fn send(
         r.vcluster = finish.vcluster.clone();
         r.priority = priority;
     }
+    finish.internal_request = strait_upstream::cluster::RqOrigin::is_internal(&parts.headers);
     let max_duration = if policy.stream == StreamTimeouts::default() {
         None
     } else {
@@ -995,7 +996,13 @@ pub async fn send(
             drop(retry);
             return match outcome {
                 Outcome::Response(mut response) => {
-                    cluster.stats.record_status(response.status().as_u16());
+                    let origin = strait_upstream::cluster::RqOrigin {
+                        internal: finish.internal_request,
+                        canary: host.canary,
+                    };
+                    cluster
+                        .stats
+                        .record_status(response.status().as_u16(), origin);
                     if let Some(vc) = &finish.vcluster {
                         vc.codes.record(response.status().as_u16());
                     }
@@ -1205,6 +1212,13 @@ async fn run_attempt(
     priority: strait_upstream::Priority,
 ) -> Outcome {
     let send = strait_upstream::pool::send_request_at(cluster, host, req, counters, priority);
+    // An attempt given up while it waits for a connection (a request-wide timer fired, or
+    // the client went away and this future is dropped) is a cancelled pool request.
+    let mut pending = CancelOnDrop {
+        cluster,
+        counters,
+        armed: true,
+    };
     let per_try = async {
         let timer = match (plan.per_try, plan.per_try_idle) {
             (Some(t), Some(i)) if i < t => Some((i, true)),
@@ -1222,7 +1236,7 @@ async fn run_attempt(
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         biased;
         r = send => match r {
             Ok(resp) => Outcome::Response(resp),
@@ -1230,6 +1244,23 @@ async fn run_attempt(
         },
         stop = watch.fired() => Outcome::Stop(stop),
         idle = per_try => Outcome::PerTryTimeout { idle },
+    };
+    pending.armed = matches!(outcome, Outcome::Stop(_));
+    outcome
+}
+
+/// Counts `upstream_rq_cancelled` when dropped armed before the attempt had a connection.
+struct CancelOnDrop<'a> {
+    cluster: &'a Cluster,
+    counters: &'a StreamCounters,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed && !self.counters.is_upstream_ready() {
+            self.cluster.stats.upstream_rq_cancelled.inc();
+        }
     }
 }
 
@@ -1362,7 +1393,11 @@ pub fn failure_reply(
         ),
     };
     if charge {
-        cluster.stats.record_status(status);
+        let origin = strait_upstream::cluster::RqOrigin {
+            internal: finish.internal_request,
+            canary: finish.upstream.as_ref().is_some_and(|u| u.host.canary),
+        };
+        cluster.stats.record_status(status, origin);
     }
     let mut resp = local_reply(hcm, status, Some(body), Some(finish), details);
     if overloaded {
