@@ -73,8 +73,8 @@ pub struct ClusterStats {
     /// a host's transport socket match once, when the host is created; Strait has no
     /// `transport_socket_matches`, so every host matches `default`).
     pub default_total_match_count: Counter,
-    /// Stats of features Strait does not have (EDS leases, HTTP/3 and 0-RTT, internal
-    /// redirects, source-address binding, preconnect, maintenance mode, TCP connect
+    /// Stats of features Strait does not have (EDS leases, HTTP/3 and 0-RTT,
+    /// source-address binding, preconnect, maintenance mode, TCP connect
     /// attempts, queue policies, warming, a cluster's `max_stream_duration`): Envoy shows
     /// them at 0 for such a cluster, so Strait does too, and dashboards and alerts written
     /// for Envoy find them.
@@ -86,8 +86,6 @@ pub struct ClusterStats {
     pub upstream_http3_broken: Counter,
     pub upstream_cx_connect_with_0_rtt: Counter,
     pub upstream_rq_0rtt: Counter,
-    pub upstream_internal_redirect_failed_total: Counter,
-    pub upstream_internal_redirect_succeeded_total: Counter,
     pub upstream_cx_preconnect_skipped: Counter,
     pub upstream_rq_maintenance_mode: Counter,
     pub upstream_rq_max_duration_reached: Counter,
@@ -174,10 +172,6 @@ impl ClusterStats {
             upstream_http3_broken: c("upstream_http3_broken"),
             upstream_cx_connect_with_0_rtt: c("upstream_cx_connect_with_0_rtt"),
             upstream_rq_0rtt: c("upstream_rq_0rtt"),
-            upstream_internal_redirect_failed_total: c("upstream_internal_redirect_failed_total"),
-            upstream_internal_redirect_succeeded_total: c(
-                "upstream_internal_redirect_succeeded_total",
-            ),
             upstream_cx_preconnect_skipped: c("upstream_cx_preconnect_skipped"),
             upstream_rq_maintenance_mode: c("upstream_rq_maintenance_mode"),
             upstream_rq_max_duration_reached: c("upstream_rq_max_duration_reached"),
