@@ -219,17 +219,32 @@ fn run_load(
         .collect();
     let start = Instant::now();
     if let Some(admin) = trace {
+        let victim_port = victim.port;
         thread::spawn(move || {
             while Instant::now() < end {
                 let s = admin_stats(admin);
                 let g = |n: &str| s.get(&format!("cluster.svc.{n}")).copied().unwrap_or(0);
+                // The victim's line in `/clusters`: its health flags and requests.
+                let clusters = http_get(admin, "/clusters")
+                    .map(|r| r.body_str())
+                    .unwrap_or_default();
+                let host = |field: &str| {
+                    let key = format!("::127.0.0.1:{victim_port}::{field}::");
+                    clusters
+                        .lines()
+                        .find_map(|l| l.split_once(&key).map(|(_, v)| v.to_string()))
+                        .unwrap_or_default()
+                };
                 eprintln!(
-                    "  trace t={:?} connect_fail={} retry={} overflow={} ejected={}",
+                    "  trace t={:?} connect_fail={} retry={} overflow={} ejected={} \
+                     victim flags={} rq_total={}",
                     start.elapsed(),
                     g("upstream_cx_connect_fail"),
                     g("upstream_rq_retry"),
                     g("upstream_rq_retry_overflow"),
                     g("outlier_detection.ejections_active"),
+                    host("health_flags"),
+                    host("rq_total"),
                 );
                 thread::sleep(Duration::from_millis(100));
             }
