@@ -553,3 +553,71 @@ impl ClusterManager {
         self.clusters.get(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(store: &Store) -> Cluster {
+        let spec = ClusterSpec::static_http1(
+            "c",
+            &[
+                "127.0.0.1:1".parse().expect("addr"),
+                "127.0.0.1:2".parse().expect("addr"),
+            ],
+        );
+        Cluster::new(Arc::new(spec), store, 1)
+    }
+
+    #[test]
+    fn codes_are_counted_by_origin_and_created_on_first_use() {
+        let store = Store::new(1);
+        let c = cluster(&store);
+        let v = |n: &str| store.counter_value(&format!("cluster.c.{n}"));
+        assert_eq!(v("upstream_rq_2xx"), None);
+        c.stats.record_status(200, RqOrigin::default());
+        c.stats.record_status(
+            503,
+            RqOrigin {
+                internal: true,
+                canary: true,
+            },
+        );
+        assert_eq!(v("upstream_rq_200"), Some(1));
+        assert_eq!(v("upstream_rq_5xx"), Some(1));
+        assert_eq!(v("upstream_rq_4xx"), None);
+        assert_eq!(v("external.upstream_rq_200"), Some(1));
+        assert_eq!(v("external.upstream_rq_completed"), Some(1));
+        assert_eq!(v("external.upstream_rq_503"), None);
+        assert_eq!(v("internal.upstream_rq_503"), Some(1));
+        assert_eq!(v("internal.upstream_rq_5xx"), Some(1));
+        assert_eq!(v("canary.upstream_rq_503"), Some(1));
+        assert_eq!(v("canary.upstream_rq_completed"), Some(1));
+    }
+
+    #[test]
+    fn connection_ends_split_by_side_and_active_requests() {
+        let store = Store::new(1);
+        let c = cluster(&store);
+        c.stats.record_cx_destroy(true, false);
+        c.stats.record_cx_destroy(false, true);
+        let v = |n: &str| store.counter_value(&format!("cluster.c.{n}"));
+        assert_eq!(v("upstream_cx_destroy_local"), Some(1));
+        assert_eq!(v("upstream_cx_destroy_remote"), Some(1));
+        assert_eq!(v("upstream_cx_destroy_with_active_rq"), Some(1));
+        assert_eq!(v("upstream_cx_destroy_local_with_active_rq"), Some(0));
+        assert_eq!(v("upstream_cx_destroy_remote_with_active_rq"), Some(1));
+    }
+
+    #[test]
+    fn max_host_weight_is_only_set_by_discovery() {
+        let store = Store::new(1);
+        let c = cluster(&store);
+        // A STATIC cluster: 0, whatever the weights (Envoy's value).
+        assert_eq!(store.gauge_value("cluster.c.max_host_weight"), Some(0));
+        c.refresh();
+        assert_eq!(store.gauge_value("cluster.c.max_host_weight"), Some(0));
+        c.stats.set_max_host_weight(&c.hosts());
+        assert_eq!(store.gauge_value("cluster.c.max_host_weight"), Some(1));
+    }
+}
