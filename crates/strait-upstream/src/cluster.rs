@@ -55,8 +55,8 @@ pub struct ClusterStats {
     pub membership_degraded: Gauge,
     pub membership_total: Gauge,
     /// Envoy sets it only when discovery updates a dynamic host list (STRICT_DNS, EDS):
-    /// a STATIC cluster shows 0 whatever its weights. Discovery sets it
-    /// ([`ClusterStats::set_max_host_weight`]).
+    /// a STATIC, LOGICAL_DNS or ORIGINAL_DST cluster shows 0 whatever its weights. STRICT_DNS
+    /// sets it in `discovery::dns`; EDS would use [`ClusterStats::set_max_host_weight`].
     pub max_host_weight: Gauge,
     /// Requests cancelled while waiting for a connection (the request-wide timeout fired or
     /// the client went away before the pool gave one).
@@ -241,11 +241,11 @@ impl ClusterStats {
         }
     }
 
-    /// `max_host_weight` after discovery replaced a dynamic host list (STRICT_DNS, EDS): the
-    /// largest weight among `hosts`. STATIC clusters never call it (Envoy shows 0 there).
+    /// `max_host_weight` after discovery replaced a dynamic host list: the largest weight
+    /// among the `hosts` of that update, at least 1 (Envoy's `updateDynamicHostList`).
     pub fn set_max_host_weight(&self, hosts: &[Arc<Host>]) {
-        self.max_host_weight
-            .set(hosts.iter().map(|h| h.weight).max().unwrap_or(0) as i64);
+        let w = hosts.iter().map(|h| h.weight).max().unwrap_or(1).max(1);
+        self.max_host_weight.set(i64::from(w));
     }
 
     /// Counts an upstream response that was retried instead of being sent downstream, as

@@ -195,9 +195,6 @@ struct Tally {
 
 /// Client threads, each with one request in flight at a time.
 const CLIENTS: usize = 6;
-/// Envoy's default `max_retries` circuit breaker: at most this many retries of the cluster
-/// may be scheduled or running at once; one more overflows and the request fails.
-const DEFAULT_MAX_RETRIES: usize = 3;
 const RUN: Duration = Duration::from_secs(6);
 
 /// Drives `clients` keep-alive clients against `listen` for `RUN` while `fault` happens to
@@ -515,49 +512,14 @@ fn scenario(proxy: Proxy, fault: Fault, setup: Setup) -> Option<Tally> {
     Some(tally)
 }
 
-/// True when this build of Strait accepts `circuit_breakers` (`--mode validate`).
-fn circuit_breakers_supported() -> bool {
-    let dir = TestDir::new("resilience-probe");
-    let mut b = resilience_bootstrap(
-        port(),
-        port(),
-        &[port()],
-        Setup {
-            protected: false,
-            max_retries: Some(CLIENTS),
-            clients: CLIENTS,
-        },
-    );
-    b["admin"] = json!({"address": socket_address(port())});
-    let path = dir.join("probe.json");
-    std::fs::write(&path, b.to_string()).unwrap();
-    let out = run_strait(
-        &dir,
-        &["--mode", "validate", "-c", path.to_str().unwrap()],
-        Duration::from_secs(30),
-        || {},
-    );
-    out.status.success()
-}
-
 /// The setup of a protected run. Every client has one request in flight, so at most
-/// `clients` retries are pending at once: `max_retries` is raised to that. Where this build
-/// does not take `circuit_breakers` yet, the load uses as many clients as the default
-/// `max_retries` (3) allows instead.
+/// `clients` retries are pending at once: `max_retries` is raised to that (the default, 3,
+/// would make some of them overflow when a hung host's per-try timeouts fire together).
 fn protected_setup() -> Setup {
-    if circuit_breakers_supported() {
-        Setup {
-            protected: true,
-            max_retries: Some(CLIENTS),
-            clients: CLIENTS,
-        }
-    } else {
-        eprintln!("circuit_breakers not supported: {DEFAULT_MAX_RETRIES} clients");
-        Setup {
-            protected: true,
-            max_retries: None,
-            clients: DEFAULT_MAX_RETRIES,
-        }
+    Setup {
+        protected: true,
+        max_retries: Some(CLIENTS),
+        clients: CLIENTS,
     }
 }
 

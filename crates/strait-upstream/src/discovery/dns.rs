@@ -256,6 +256,10 @@ fn apply(
             }
         }
     } else {
+        // Envoy sets `max_host_weight` on every STRICT_DNS answer, from that name's hosts
+        // only (at least 1): the name resolved last decides. LOGICAL_DNS leaves it at 0.
+        let w = if addrs.is_empty() { 1 } else { endpoint.weight };
+        cluster.stats.max_host_weight.set(i64::from(w.max(1)));
         addrs
     };
     let mut lists = targets.lists.lock().unwrap_or_else(PoisonError::into_inner);
