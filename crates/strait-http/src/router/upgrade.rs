@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use strait_accesslog::ResponseFlag;
 use strait_config::route::RouteAction;
 use strait_config::route::upgrade::{self as cfg, UpgradeEntry};
+use strait_upstream::cluster::RqOrigin;
 use strait_upstream::{LbContext, StreamCounters, UpstreamError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -245,6 +246,11 @@ pub async fn forward<B>(
         started: Instant::now(),
         active: true,
     });
+    finish.internal_request = RqOrigin::is_internal(&parts.headers);
+    let origin = RqOrigin {
+        internal: finish.internal_request,
+        canary: host.canary,
+    };
     let idle = match target.action.retry.as_deref().and_then(|p| p.stream.idle) {
         Some(route) => route,
         None => hcm.spec.stream_idle_timeout,
@@ -319,7 +325,7 @@ pub async fn forward<B>(
         }
     };
     let status = response.status().as_u16();
-    cluster.stats.record_status(status);
+    cluster.stats.record_status(status, origin);
     strait_upstream::outlier::report(
         &cluster,
         &host,
