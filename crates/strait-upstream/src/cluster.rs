@@ -71,7 +71,8 @@ pub struct ClusterStats {
     pub upstream_cx_close_notify: Counter,
     /// `default.total_match_count`: hosts given the default transport socket (Envoy resolves
     /// a host's transport socket match once, when the host is created; Strait has no
-    /// `transport_socket_matches`, so every host matches `default`).
+    /// `transport_socket_matches`, so every host matches `default`). Counted for the
+    /// configured hosts by [`ClusterManager::new`], by discovery for the hosts it creates.
     pub default_total_match_count: Counter,
     /// Stats of features Strait does not have (EDS leases, HTTP/3 and 0-RTT,
     /// source-address binding, preconnect, maintenance mode, TCP connect

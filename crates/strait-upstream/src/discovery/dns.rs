@@ -282,6 +282,11 @@ fn apply(
             Some(h) => h.clone(),
             None => {
                 let h = Arc::new(Host::new(&ep, *a, &cluster.discovery.store));
+                // Each new host resolves its transport socket once (LOGICAL_DNS keeps one
+                // logical host across address changes in Envoy: counted once).
+                if !logical || old.is_empty() {
+                    cluster.stats.default_total_match_count.inc();
+                }
                 // Health-checked clusters: a new host starts failed until its first check.
                 crate::health::prepare_new_host(cluster, &h);
                 h

@@ -89,6 +89,7 @@ impl OriginalDst {
         }
         let ep = EndpointSpec::at(dst);
         let host = Arc::new(Host::new(&ep, dst, &cluster.discovery.store));
+        cluster.stats.default_total_match_count.inc();
         // The control task may be gone (shutdown): the host still serves this request.
         let _ = self.tx.send((dst, host.clone()));
         Some(host)
