@@ -2,11 +2,13 @@
 //! one cluster, a steady load from several client threads, and part way through one backend
 //! dies (its listener and connections are closed abruptly, later it comes back) or hangs
 //! (accepts and reads but never answers). With a route retry policy (`previous_hosts`,
-//! `per_try_timeout`) and cluster outlier detection the clients see no failed request; the
+//! `per_try_timeout`), cluster outlier detection and a `max_retries` circuit breaker sized to
+//! the requests in flight, the clients see no failed request; the
 //! same scenario without them is run too and its failures are printed, so
 //! `docs/resilience.md` can show the difference. When Envoy 1.40 is found (`$ENVOY_BIN` or
 //! `.venv-envoy`), each scenario also runs against Envoy on the same bootstrap and its numbers
 //! are printed next to Strait's (`cargo test -p strait --test e2e_resilience -- --nocapture`).
+//! Also here: a request given up while it waits for a connection (`upstream_rq_cancelled`).
 
 #[path = "e2e_common.rs"]
 mod common;
