@@ -654,6 +654,14 @@ async fn send_h1(
         match tx.try_send_request(req).await {
             Ok(resp) => {
                 let uses = uses + 1;
+                // The upstream announced it closes the connection (hyper will not reuse it).
+                if resp
+                    .headers()
+                    .get(http::header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+                {
+                    cluster.stats.upstream_cx_close_notify.inc();
+                }
                 let limits = &cluster.breakers.stats;
                 let reusable = if cluster
                     .spec
