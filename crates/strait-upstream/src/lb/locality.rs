@@ -138,24 +138,7 @@ pub fn weighted_schedule(weights: &[f64]) -> Vec<u32> {
     for w in &mut ints {
         *w /= g.max(1);
     }
-    let total: u64 = ints.iter().sum();
-    let scale = total.div_ceil(65_536).max(1);
-    let w: Vec<i64> = ints.iter().map(|x| ((x / scale).max(1)) as i64).collect();
-    let total: i64 = w.iter().sum();
-    let mut current = vec![0i64; w.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..w.len() {
-            current[i] += w[i];
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        out.push(best as u32);
-    }
-    out
+    super::round_robin::smooth_schedule(&ints)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

@@ -52,11 +52,17 @@ fn smooth_weighted_schedule(weights: &[u32]) -> Vec<u32> {
     if weights.iter().all(|w| *w == first) {
         return (0..weights.len() as u32).collect();
     }
-    let total: u64 = weights.iter().map(|w| *w as u64).sum();
+    smooth_schedule(&weights.iter().map(|w| u64::from(*w)).collect::<Vec<_>>())
+}
+
+/// The smooth weighted order itself (also used for locality picks): indexes into
+/// `weights`, each as often as its weight, spread out; scaled to stay under 64 K entries.
+pub(super) fn smooth_schedule(weights: &[u64]) -> Vec<u32> {
+    let total: u64 = weights.iter().sum();
     let scale = total.div_ceil(65_536).max(1);
     let w: Vec<i64> = weights
         .iter()
-        .map(|x| ((*x as u64 / scale).max(1)) as i64)
+        .map(|x| ((x / scale).max(1)) as i64)
         .collect();
     let total: i64 = w.iter().sum();
     let mut current = vec![0i64; w.len()];
