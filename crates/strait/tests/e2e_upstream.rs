@@ -89,6 +89,8 @@ pub enum Reply {
     Later(Duration, u16, String),
     /// Close the connection without answering.
     Close,
+    /// Answer with `connection: close`, then close the connection.
+    AnswerThenClose(u16, String),
 }
 
 impl Upstream {
@@ -134,19 +136,21 @@ pub fn serve(s: TcpStream, handle: &(dyn Fn(&UpRequest, usize) -> Reply + Send +
     let mut n = 0;
     while let Some(req) = read_request(&mut r) {
         n += 1;
-        let (delay, status, body) = match handle(&req, n) {
-            Reply::Answer(status, body) => (None, status, body),
-            Reply::Later(d, status, body) => (Some(d), status, body),
+        let (delay, status, body, close) = match handle(&req, n) {
+            Reply::Answer(status, body) => (None, status, body, false),
+            Reply::Later(d, status, body) => (Some(d), status, body, false),
+            Reply::AnswerThenClose(status, body) => (None, status, body, true),
             Reply::Close => return,
         };
         if let Some(d) = delay {
             thread::sleep(d);
         }
+        let connection = if close { "connection: close\r\n" } else { "" };
         let msg = format!(
-            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n{connection}\r\n{body}",
             body.len()
         );
-        if w.write_all(msg.as_bytes()).is_err() {
+        if w.write_all(msg.as_bytes()).is_err() || close {
             return;
         }
     }

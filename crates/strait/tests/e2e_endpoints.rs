@@ -1,6 +1,7 @@
-//! `auto_host_rewrite` through the real `strait` binary with endpoints of different
-//! hostnames: the rewrite happens after host choice, so each endpoint sees its own hostname
-//! (and `x-envoy-original-host` the downstream host), including on a retry to another host.
+//! Per-endpoint behaviour through the real `strait` binary: `auto_host_rewrite` with
+//! endpoints of different hostnames (the rewrite happens after host choice, so each endpoint
+//! sees its own hostname and `x-envoy-original-host` the downstream host), and an endpoint
+//! that closes its connections with `connection: close`.
 
 #[path = "e2e_common.rs"]
 mod common;
@@ -66,4 +67,37 @@ fn each_endpoint_sees_its_own_hostname() {
     let want = |h: &str| (h.to_string(), "e2e.test".to_string());
     assert!(sa.iter().all(|x| *x == want("a.example")), "{sa:?}");
     assert!(sb.iter().all(|x| *x == want("b.example")), "{sb:?}");
+}
+
+/// An upstream answering `connection: close` counts `upstream_cx_close_notify` (Envoy's
+/// "connections closed via HTTP/1.1 connection close header") and the next request opens a
+/// new connection.
+#[test]
+fn connection_close_from_the_upstream_counts_close_notify() {
+    let up = Upstream::start(|_, _| Reply::AnswerThenClose(200, "bye".into()));
+    let dir = TestDir::new("close-notify");
+    let (admin, listen) = (port(), port());
+    let b = bootstrap(
+        admin,
+        vec![listener(
+            "main",
+            listen,
+            "ingress",
+            vec![route("/", "up", None)],
+            vec![],
+        )],
+        vec![cluster("up", up.addr.port(), false)],
+    );
+    let strait = Strait::start(&dir, &b);
+    let mut c = Conn::connect(strait.listen).unwrap();
+    for _ in 0..3 {
+        let r = c.request("GET", "/", &[], b"").unwrap();
+        assert_eq!((r.status, r.body_str().as_str()), (200, "bye"));
+    }
+    assert!(strait.wait_stat(
+        "cluster.up.upstream_cx_close_notify",
+        std::time::Duration::from_secs(3),
+        |v| v == 3
+    ));
+    assert_eq!(strait.stat("cluster.up.upstream_cx_total"), Some(3));
 }
