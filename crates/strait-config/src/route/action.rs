@@ -472,7 +472,7 @@ fn check_shared_levels_once(
     headers::validate_shared_levels(ctx.config, &rc_path, errs);
 }
 
-fn compile_regex_rewrite(
+pub(crate) fn compile_regex_rewrite(
     rs: &RegexMatchAndSubstitute,
     path: &FieldPath,
     errs: &mut ConfigErrors,

@@ -220,15 +220,7 @@ fn compile_mirrors(
             .runtime_fraction
             .as_ref()
             .and_then(|rf| rf.default_value.as_ref())
-            .map(|fp| RuntimeFraction {
-                numerator: u64::from(fp.numerator),
-                // DenominatorType: HUNDRED = 0, TEN_THOUSAND = 1, MILLION = 2.
-                denominator: match fp.denominator {
-                    1 => 10_000,
-                    2 => 1_000_000,
-                    _ => 100,
-                },
-            });
+            .map(RuntimeFraction::from_percent);
         let host = if m.host_rewrite_literal.is_empty() {
             None
         } else {

@@ -11,7 +11,7 @@ use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 use xxhash_rust::xxh64::xxh64;
 
-use super::action::RegexRewrite;
+use super::action::{RegexRewrite, compile_regex_rewrite};
 use super::matcher::{first_query_value, query_string};
 use crate::error::{ConfigErrors, FieldPath};
 
@@ -234,20 +234,10 @@ pub(crate) fn compile(
                 let rewrite = match &h.regex_rewrite {
                     Some(rs) => {
                         let rp = p.field("header").field("regex_rewrite");
-                        let Some(pat) = &rs.pattern else {
-                            errs.push(rp.field("pattern").to_string(), "is required");
+                        let Some(r) = compile_regex_rewrite(rs, &rp, errs) else {
                             continue;
                         };
-                        match RegexRewrite::new(&pat.regex, &rs.substitution) {
-                            Ok(r) => Some(r),
-                            Err(e) => {
-                                errs.push(
-                                    rp.field("pattern").field("regex").to_string(),
-                                    format!("invalid regex {:?}: {e}", pat.regex),
-                                );
-                                continue;
-                            }
-                        }
+                        Some(r)
                     }
                     None => None,
                 };

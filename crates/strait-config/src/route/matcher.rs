@@ -214,6 +214,19 @@ pub struct RuntimeFraction {
 }
 
 impl RuntimeFraction {
+    /// A `FractionalPercent` (a `runtime_fraction`'s `default_value`).
+    pub fn from_percent(fp: &envoy_api::pb::envoy::r#type::v3::FractionalPercent) -> Self {
+        RuntimeFraction {
+            numerator: u64::from(fp.numerator),
+            // DenominatorType: HUNDRED = 0, TEN_THOUSAND = 1, MILLION = 2.
+            denominator: match fp.denominator {
+                1 => 10_000,
+                2 => 1_000_000,
+                _ => 100,
+            },
+        }
+    }
+
     pub fn sample(&self, random: u64) -> bool {
         random % self.denominator < self.numerator
     }
@@ -1071,15 +1084,7 @@ pub fn compile_match(
                 );
                 None
             }
-            Some(fp) => Some(RuntimeFraction {
-                numerator: u64::from(fp.numerator),
-                // DenominatorType: HUNDRED = 0, TEN_THOUSAND = 1, MILLION = 2.
-                denominator: match fp.denominator {
-                    1 => 10_000,
-                    2 => 1_000_000,
-                    _ => 100,
-                },
-            }),
+            Some(fp) => Some(RuntimeFraction::from_percent(fp)),
         },
     };
     if errs.0.len() != errors_before {
